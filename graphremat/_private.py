@@ -1,0 +1,44 @@
+"""Every private PyTorch API graphremat uses, in one place (pinned: torch >=2.13,<2.14).
+
+tests/test_private_contract.py checks that each of these still exists and behaves as assumed.
+"""
+
+from __future__ import annotations
+
+from torch._dynamo.backends.common import aot_autograd
+from torch._dynamo.backends.debugging import boxed_nop
+from torch._functorch.partitioners import (
+    _extract_fwd_bwd_modules,
+    _extract_fwd_bwd_outputs,
+    _is_bwd_seed_offset,
+    _is_fwd_seed_offset,
+    _is_primal,
+    _is_tangent,
+    _must_be_in_backward,
+    _must_be_in_forward,
+    default_partition,
+    is_not_collective,
+)
+from torch._inductor.custom_graph_pass import CustomPartitionerFn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils.flop_counter import flop_registry
+
+__all__ = [
+    "CustomPartitionerFn",
+    "StorageWeakRef",
+    "_extract_fwd_bwd_modules",
+    "_extract_fwd_bwd_outputs",
+    "_is_bwd_seed_offset",
+    "_is_fwd_seed_offset",
+    "_is_primal",
+    "_is_tangent",
+    "_must_be_in_backward",
+    "_must_be_in_forward",
+    "aot_autograd",
+    "boxed_nop",
+    "default_partition",
+    "flop_registry",
+    "is_not_collective",
+    "unset_fake_temporarily",
+]

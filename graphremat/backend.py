@@ -1,0 +1,75 @@
+"""The torch.compile backend: ``torch.compile(m, backend="graphremat", options={...})``.
+
+Registered through the ``torch_dynamo_backends`` entry point, so the string works right after
+``pip install``. ``codegen="inductor"`` (default) installs graphremat's partitioner as Inductor's
+``custom_partitioner_fn`` (keeping Inductor's fusion and codegen, and its own memory-saving
+reorder switched off so graphremat's backward order stands); ``codegen="eager"`` runs the two
+modules op by op through ``aot_autograd`` (exact op-level memory, debugging).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from . import _private as P
+from .errors import GraphRematError
+from .report import Plan
+from .planner import ConfigError, Options, Partitioner
+
+#: the most recent plans made through the string backend (where no handle is returned)
+RECENT_PLANS: deque[Plan] = deque(maxlen=64)
+
+
+class GraphrematBackend:
+    """A Dynamo backend; keeps every plan it made in ``plans``."""
+
+    def __init__(self, options: Options, plan_only: bool = False) -> None:
+        self.options = options
+        self.partitioner = Partitioner(options, plan_only=plan_only)
+
+    @property
+    def plans(self) -> list[Plan]:
+        return self.partitioner.plans
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        if self.options.codegen == "eager":
+            backend = P.aot_autograd(
+                fw_compiler=P.boxed_nop,
+                bw_compiler=P.boxed_nop,
+                partition_fn=self.partitioner,
+            )
+            return backend(gm, example_inputs)
+        from torch._inductor import config as inductor_config
+        from torch._inductor.compile_fx import compile_fx
+
+        with inductor_config.patch(
+            custom_partitioner_fn=self.partitioner, reorder_for_peak_memory=False
+        ):
+            return compile_fx(gm, example_inputs)
+
+
+def graphremat_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None):
+    """Entry point for ``torch.compile(model, backend="graphremat", options={"budget": ...})``."""
+    opts = dict(options or {})
+    if "budget" not in opts:
+        raise ConfigError(
+            'backend="graphremat" needs a budget: torch.compile(model, backend="graphremat", '
+            'options={"budget": "6GiB"}) (or a fraction such as 0.5, or an int of bytes)'
+        )
+    if not isinstance(opts, dict):
+        raise GraphRematError("options must be a dict")
+    backend = GraphrematBackend(Options.make(opts.pop("budget"), **opts))
+    compiled = backend(gm, example_inputs)
+    RECENT_PLANS.extend(backend.plans)
+    backend.partitioner.plans = _Recorder(backend.partitioner.plans)
+    return compiled
+
+
+class _Recorder(list):
+    """A plan list that also publishes to RECENT_PLANS (plans made after the first compile)."""
+
+    def append(self, plan: Plan) -> None:
+        super().append(plan)
+        RECENT_PLANS.append(plan)

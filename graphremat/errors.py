@@ -1,0 +1,36 @@
+"""graphremat's error hierarchy. Every error names what went wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class GraphRematError(Exception):
+    """Base class of every error graphremat raises on purpose."""
+
+
+class BudgetError(GraphRematError, ValueError):
+    """A budget that graphremat cannot parse (wrong form, sign, or type)."""
+
+
+class InfeasibleBudget(GraphRematError, ValueError):
+    """No plan fits the budget. ``min_feasible_bytes`` is the smallest budget that does."""
+
+    def __init__(self, budget_bytes: int, min_feasible_bytes: int, detail: str = "") -> None:
+        self.budget_bytes = int(budget_bytes)
+        self.min_feasible_bytes = int(min_feasible_bytes)
+        from .budget import format_bytes
+
+        msg = (
+            f"no rematerialization plan fits the budget of {format_bytes(budget_bytes)} "
+            f"({budget_bytes} bytes); the smallest feasible budget is "
+            f"{format_bytes(min_feasible_bytes)} (min_feasible_bytes={min_feasible_bytes}). "
+            f"Raise the budget to at least {min_feasible_bytes} bytes, or shrink the batch."
+        )
+        super().__init__(msg + (f" {detail}" if detail else ""))
+
+
+class UnsupportedGraph(GraphRematError, NotImplementedError):
+    """The captured graph contains a construct graphremat cannot plan for."""
+
+
+class SolverFailed(GraphRematError, RuntimeError):
+    """The solver found no plan within its time limit (or failed)."""

@@ -1,0 +1,258 @@
+"""The partition function: capture -> solve -> rewrite -> check, for one joint graph.
+
+Input: the joint graph AOTAutograd hands to a partitioner, and the user's :class:`Options`.
+Output: ``(fw_module, bw_module)`` and a :class:`Plan`. A plan is returned only if replaying the
+emitted modules (:func:`graphremat.simulate.simulate`) gives a peak <= the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch.fx as fx
+
+from . import __version__
+from . import _private as P
+from .budget import Budget, format_bytes, parse_budget
+from .calibrate import annotate_workspace, devices, graph_total_bytes
+from .capture import Capture, capture_joint
+from .errors import GraphRematError, InfeasibleBudget, SolverFailed
+from .report import Plan
+from .rewrite import rewrite
+from .simulate import simulate
+from .solvers import get_solver
+from .solvers.cpsat import min_peak
+from .solvers.problem import evaluate, save_all_set
+from .solvers.result import SolveResult, SolveStatus
+
+log = logging.getLogger("graphremat")
+
+CODEGENS = ("inductor", "eager")
+FALLBACKS = (None, "pytorch")
+
+
+class ConfigError(GraphRematError, ValueError):
+    """An option graphremat does not accept."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes a plan. Validated on construction."""
+
+    budget: Budget
+    solver: str | Callable[..., SolveResult] = "cpsat"
+    codegen: str = "inductor"
+    time_limit_s: float = 60.0
+    seed: int = 0
+    num_workers: int = 2
+    fallback: str | None = None
+    log_progress: bool = False
+    calibrate: bool | str = "auto"
+    cost_model: str = "roofline-v1"
+
+    def __post_init__(self) -> None:
+        if self.codegen not in CODEGENS:
+            raise ConfigError(f"codegen={self.codegen!r}; choose one of {CODEGENS}")
+        tl = self.time_limit_s
+        if isinstance(tl, bool) or not isinstance(tl, (int, float)) or not math.isfinite(tl) or tl <= 0:
+            raise ConfigError(f"time_limit_s={tl!r} must be a positive number of seconds")
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(f"fallback={self.fallback!r}; choose one of {FALLBACKS}")
+        if self.calibrate not in (True, False, "auto"):
+            raise ConfigError(f"calibrate={self.calibrate!r}; choose True, False or 'auto'")
+        if not isinstance(self.num_workers, int) or self.num_workers < 1:
+            raise ConfigError(f"num_workers={self.num_workers!r} must be an int >= 1")
+        try:
+            get_solver(self.solver)
+        except KeyError as e:
+            raise ConfigError(str(e.args[0])) from None
+
+    @classmethod
+    def make(cls, budget: object, **kwargs) -> Options:
+        known = set(cls.__dataclass_fields__) - {"budget"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}; graphremat accepts {sorted(known)}")
+        return cls(budget=parse_budget(budget), **kwargs)
+
+    def uuid(self) -> str:
+        """Changes with everything that changes the plan (for Inductor's FX graph cache)."""
+        solver = self.solver if isinstance(self.solver, str) else (
+            f"{getattr(self.solver, '__module__', '')}.{getattr(self.solver, '__qualname__', repr(self.solver))}"
+        )
+        key = repr(
+            (__version__, self.budget, solver, self.codegen, self.time_limit_s, self.seed,
+             self.num_workers, self.fallback, self.calibrate, self.cost_model)
+        )
+        return hashlib.sha256(key.encode()).hexdigest()
+
+
+class PlanReady(Exception):
+    """Raised inside compilation by plan-only mode to stop before anything runs."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__("plan ready")
+        self.plan = plan
+
+
+@dataclass
+class Partitioner(P.CustomPartitionerFn):
+    """graphremat's partition function (for ``aot_autograd`` and Inductor's
+    ``custom_partitioner_fn``). Every plan it makes is appended to ``plans``."""
+
+    options: Options
+    plans: list[Plan] = field(default_factory=list)
+    plan_only: bool = False
+
+    def __call__(self, joint: fx.GraphModule, joint_inputs, **kwargs):
+        num_fwd_outputs = kwargs["num_fwd_outputs"]
+        static_idx = kwargs.get("static_lifetime_input_indices") or []
+        primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
+        static_nodes = {p for i, p in enumerate(primals) if i in set(static_idx)}
+        try:
+            fw, bw, plan = make_plan(
+                joint, num_fwd_outputs, self.options, static_lifetime_input_nodes=static_nodes
+            )
+        except (InfeasibleBudget, SolverFailed) as e:
+            if self.options.fallback != "pytorch":
+                raise
+            warnings.warn(
+                f"graphremat: {e} -- falling back to PyTorch's default partition "
+                "(fallback='pytorch'); the budget is NOT enforced for this region.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return P.default_partition(
+                joint, joint_inputs, num_fwd_outputs=num_fwd_outputs,
+                static_lifetime_input_indices=static_idx,
+            )
+        self.plans.append(plan)
+        log.info("graphremat: %s", plan.summary().replace("\n", " |"))
+        if self.plan_only:
+            raise PlanReady(plan)
+        return fw, bw
+
+    def uuid(self) -> str:
+        return self.options.uuid()
+
+
+def _solve(capture: Capture, budget_bytes: int, options: Options) -> SolveResult:
+    solver = get_solver(options.solver)
+    try:
+        return solver(
+            capture.problem,
+            budget_bytes,
+            time_limit_s=options.time_limit_s,
+            seed=options.seed,
+            num_workers=options.num_workers,
+            log_progress=options.log_progress,
+        )
+    except GraphRematError:
+        raise
+    except Exception as e:
+        raise SolverFailed(
+            f"solver {options.solver!r} failed on {capture.problem.name} "
+            f"({capture.problem.num_steps} steps): {type(e).__name__}: {e}"
+        ) from e
+
+
+#: "auto" calibration runs the joint graph once for real when it is this small (bytes of all values)
+AUTO_CALIBRATE_MAX_BYTES = 2 * 2**30
+
+
+def _should_calibrate(joint: fx.GraphModule, mode: bool | str) -> bool:
+    if mode != "auto":
+        return bool(mode)
+    devs = devices(joint)
+    return bool(devs) and devs <= {"cpu", "cuda"} and graph_total_bytes(joint) <= AUTO_CALIBRATE_MAX_BYTES
+
+
+def make_plan(
+    joint: fx.GraphModule,
+    num_fwd_outputs: int,
+    options: Options,
+    *,
+    static_lifetime_input_nodes=None,
+) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
+    t0 = time.perf_counter()
+    if _should_calibrate(joint, options.calibrate):
+        annotate_workspace(joint)
+    cap = capture_joint(joint, num_fwd_outputs)
+    problem = cap.problem
+    num_user_outputs = num_fwd_outputs
+
+    def emit(saved):
+        fw, bw = rewrite(
+            joint, cap, saved, num_fwd_outputs=num_fwd_outputs,
+            static_lifetime_input_nodes=static_lifetime_input_nodes,
+        )
+        return fw, bw, simulate(fw, bw, num_user_outputs)
+
+    keep_all = save_all_set(problem)
+    ev_all = evaluate(problem, keep_all)
+    fw, bw, sim_all = emit(keep_all)
+    unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
+    budget_bytes = options.budget.resolve(unconstrained)
+    tmin = min(options.time_limit_s, 30.0)
+
+    def minimum() -> int:
+        mp = min_peak(problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers)
+        return mp.peak_bytes
+
+    if ev_all.peak_bytes <= budget_bytes:
+        result = SolveResult(
+            "save_all", SolveStatus.OPTIMAL, ev_all.saved, ev_all.cost, ev_all.cost,
+            ev_all.peak_bytes,
+        )
+        ev, sim = ev_all, sim_all
+    else:
+        result = _solve(cap, budget_bytes, options)
+        if result.status is SolveStatus.INFEASIBLE:
+            raise InfeasibleBudget(budget_bytes, minimum())
+        if not result.status.has_plan:
+            raise SolverFailed(
+                f"no plan fitting {format_bytes(budget_bytes)} found within time_limit_s="
+                f"{options.time_limit_s:g} ({problem.num_steps} steps, solver "
+                f"{options.solver!r}). Raise time_limit_s, raise the budget (the no-remat peak "
+                f"is {format_bytes(unconstrained)}), or pass fallback='pytorch'."
+            )
+        ev = evaluate(problem, result.saved)
+        fw, bw, sim = emit(ev.saved)
+    if sim.peak_bytes > budget_bytes:
+        raise GraphRematError(
+            f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
+            f"{budget_bytes} (model said {ev.peak_bytes}). Please report this graph."
+        )
+    min_feasible = minimum()
+    saved_bytes = sum(problem.attr(v, "mem_bytes") for v in ev.saved)
+    plan = Plan(
+        budget_bytes=budget_bytes,
+        predicted_peak_bytes=sim.peak_bytes,
+        unconstrained_peak_bytes=unconstrained,
+        min_feasible_bytes=min_feasible,
+        recompute_flops=sum(cap.info[v].flops for v in ev.recomputed),
+        recompute_cost_ns=int(ev.cost),
+        saved=tuple(sorted(ev.saved, key=problem.fwd_pos.__getitem__)),
+        recomputed=tuple(sorted(ev.recomputed, key=problem.fwd_pos.__getitem__)),
+        status=result.status.value,
+        gap=result.gap,
+        solver=result.solver,
+        solve_time_s=time.perf_counter() - t0,
+        objective=result.objective,
+        bound=result.bound,
+        model_peak_bytes=ev.peak_bytes,
+        num_joint_nodes=cap.num_fx_nodes,
+        num_problem_nodes=problem.graph.number_of_nodes(),
+        num_candidates=len(problem.candidates()),
+        fixed_bytes=sim.fixed_bytes,
+        codegen=options.codegen,
+        timeline=sim.timeline,
+        saved_bytes=saved_bytes,
+    )
+    return fw, bw, plan

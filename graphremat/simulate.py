@@ -1,0 +1,148 @@
+"""Check: replay the emitted forward and backward modules and compute the step's peak memory.
+
+Independent of the solver's model: it reads only the two ``fx.GraphModule``s, in their real
+execution order, with FX codegen's semantics (a value dies after its last use; a value nobody
+uses dies right after it is made; returned values live on) and per-storage accounting (FakeTensor
+storage identity: a view keeps its base's storage alive and adds no bytes).
+
+Timeline: parameters, buffers and inputs are resident throughout (``fixed_bytes``); the forward
+runs; its outputs stay with the user to the end of the step, its saved values until their last
+use in the backward; tangents appear at the start of the backward and, held by the autograd
+engine, live to its end; gradients live to the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from . import _private as P
+from .calibrate import META_KEY as WORKSPACE_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    peak_bytes: int
+    fixed_bytes: int
+    peak_node: str
+    timeline: tuple[tuple[str, str, int], ...]  # (phase, node name, live bytes after allocation)
+
+    @property
+    def fwd_peak_bytes(self) -> int:
+        return max((b for ph, _, b in self.timeline if ph == "fwd"), default=self.fixed_bytes)
+
+    @property
+    def bwd_peak_bytes(self) -> int:
+        return max((b for ph, _, b in self.timeline if ph == "bwd"), default=self.fixed_bytes)
+
+
+def _storages(val) -> list[tuple[object, int]]:
+    vals = val if isinstance(val, (tuple, list)) else [val]
+    out = []
+    for v in vals:
+        if isinstance(v, torch.Tensor):
+            s = v.untyped_storage()
+            out.append((P.StorageWeakRef(s), int(s.nbytes())))
+    return out
+
+
+class _Heap:
+    """Live storages, each with the number of live FX values that reference it."""
+
+    def __init__(self, fixed: set) -> None:
+        self.refs: dict[object, int] = {}
+        self.size: dict[object, int] = {}
+        self.fixed = fixed
+        self.live = 0
+
+    def hold(self, val) -> None:
+        for key, nbytes in _storages(val):
+            if key in self.fixed:
+                continue
+            if self.refs.get(key, 0) == 0:
+                self.live += nbytes
+                self.size[key] = nbytes
+            self.refs[key] = self.refs.get(key, 0) + 1
+
+    def drop(self, val) -> None:
+        for key, _ in _storages(val):
+            if key in self.fixed or key not in self.refs:
+                continue
+            self.refs[key] -= 1
+            if self.refs[key] == 0:
+                self.live -= self.size[key]
+                del self.refs[key]
+
+
+def _run(gm: fx.GraphModule, heap: _Heap, phase: str, timeline: list) -> list:
+    """Replay one module; placeholders must already be held. Returns its output values."""
+    nodes = list(gm.graph.nodes)
+    last_use: dict[fx.Node, fx.Node] = {}
+    for n in nodes:
+        for a in n.all_input_nodes:
+            last_use[a] = n
+    dies_at: dict[fx.Node, list[fx.Node]] = {}
+    for v, user in last_use.items():
+        dies_at.setdefault(user, []).append(v)
+    outputs: list = []
+    for n in nodes:
+        if n.op == "placeholder":
+            if n not in last_use:
+                heap.drop(n.meta.get("val"))  # unused input: freed at once (boxed args)
+            continue
+        if n.op == "output":
+            outputs = [a.meta.get("val") if isinstance(a, fx.Node) else None for a in n.args[0]]
+            for a in n.args[0]:
+                if isinstance(a, fx.Node):
+                    heap.hold(a.meta.get("val"))  # the caller's reference
+            for v in dies_at.get(n, []):
+                heap.drop(v.meta.get("val"))
+            continue
+        heap.hold(n.meta.get("val"))
+        # the op's measured workspace (graphremat.calibrate) is live only while it runs
+        timeline.append((phase, n.name, heap.live + int(n.meta.get(WORKSPACE_KEY, 0))))
+        for v in dies_at.get(n, []):
+            heap.drop(v.meta.get("val"))
+        if not n.users:
+            heap.drop(n.meta.get("val"))
+    return outputs
+
+
+def simulate(fw: fx.GraphModule, bw: fx.GraphModule, num_user_outputs: int) -> Simulation:
+    """Peak live bytes of one training step running ``fw`` then ``bw``.
+
+    ``num_user_outputs``: how many leading forward outputs go to the user (the rest, except
+    symbolic ints, are saved for the backward and arrive as the backward's leading inputs).
+    """
+    fixed: set = set()
+    fixed_bytes = 0
+    heap = _Heap(fixed)
+    for n in fw.graph.find_nodes(op="placeholder"):
+        for key, nbytes in _storages(n.meta.get("val")):
+            if key not in fixed:
+                fixed.add(key)
+                fixed_bytes += nbytes
+    timeline: list = []
+    fw_out = _run(fw, heap, "fwd", timeline)
+    user_out, saved_out = fw_out[:num_user_outputs], fw_out[num_user_outputs:]
+    # the backward's inputs: saved values (handed over from the forward's outputs), tangents
+    bw_inputs = list(bw.graph.find_nodes(op="placeholder"))
+    for n in bw_inputs:
+        heap.hold(n.meta.get("val"))
+        if P._is_tangent(n):
+            # the autograd engine keeps the incoming gradient alive until the backward returns
+            heap.hold(n.meta.get("val"))
+    for v in saved_out:
+        heap.drop(v)  # the forward's references pass to the backward's arguments
+    bw_out = _run(bw, heap, "bwd", timeline)
+    del user_out, bw_out
+    live = [b for _, _, b in timeline] or [0]
+    i = max(range(len(live)), key=live.__getitem__)
+    return Simulation(
+        peak_bytes=fixed_bytes + live[i],
+        fixed_bytes=fixed_bytes,
+        peak_node=timeline[i][1] if timeline else "",
+        timeline=tuple((ph, name, b + fixed_bytes) for ph, name, b in timeline),
+    )

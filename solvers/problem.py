@@ -1,0 +1,331 @@
+"""The rematerialization problem on a joint forward+backward graph, and its exact evaluator.
+
+Input: a networkx DAG whose nodes are values (one per storage-owning op), with plain-number
+annotations, plus the fixed forward order and the fixed backward order. Output of
+:func:`evaluate`: for a chosen set of *saved* forward values, the schedule that graphremat emits
+(which values are recomputed, in which backward slot, until when they live), its peak memory and
+its recompute cost.
+
+Schedule class (what the rewrite emits, and what every solver optimises over):
+
+* The forward runs every ``required`` forward node in ``fwd_order``. A value lives from its step to
+  its last forward use; a *saved* value lives on until its last backward use.
+* The backward runs ``bwd_order``. A forward value that the backward needs and that is not saved
+  (nor ``pinned``) is *recomputed* once, just in time: in the slot before the first backward step
+  that needs it, directly or through other recomputed values. Recomputations of one slot run in
+  topological order; a multi-output op's outputs (nodes ``tied_to`` it) are recomputed with it.
+* Memory at global step ``t`` (forward steps ``0..F-1``, then backward steps ``F..F+B-1``) is
+  ``fixed_bytes`` plus every value whose interval covers ``t`` plus the step's transient bytes.
+  Within a backward step, a slot's recomputed values are all counted together with the step's
+  own output: the emitted program frees values no later than this, so its real peak is at most
+  the evaluated one.
+
+Node attributes (all required):
+  ``phase``            "fwd" or "bwd"
+  ``mem_bytes``        bytes of the value's own storage (0 for a node that owns none)
+  ``transient_bytes``  bytes alive only during the node's own step (workspace, unused outputs)
+  ``cost``             cost of computing the node once (any unit, >= 0); what recomputation costs
+  ``recomputable``     forward nodes only: may run again in the backward
+  ``required``         forward nodes only: runs in the forward whatever the plan
+  ``savable``          forward nodes only: may be kept for the backward (implies ``required``)
+  ``pinned``           alive from its step to the end of the training step (outputs)
+  ``tied_to``          name of the multi-output op this node is an output of, or None
+Edges ``u -> v``: ``v`` reads ``u``; ``u`` must be alive when ``v`` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+NODE_ATTRS = (
+    "phase",
+    "mem_bytes",
+    "transient_bytes",
+    "cost",
+    "recomputable",
+    "required",
+    "savable",
+    "pinned",
+    "tied_to",
+)
+
+
+class ProblemError(ValueError):
+    """A RematProblem that violates its own invariants."""
+
+
+@dataclass(frozen=True, slots=True)
+class RematProblem:
+    """A joint graph ready for a solver. See the module docstring for the attributes."""
+
+    graph: nx.DiGraph
+    fwd_order: tuple[str, ...]
+    bwd_order: tuple[str, ...]
+    fixed_bytes: int = 0
+    name: str = "graph"
+    # derived indices, filled in __post_init__
+    fwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
+    bwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fwd_pos", {n: i for i, n in enumerate(self.fwd_order)})
+        object.__setattr__(self, "bwd_pos", {n: i for i, n in enumerate(self.bwd_order)})
+        self._validate()
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def num_fwd(self) -> int:
+        return len(self.fwd_order)
+
+    @property
+    def num_bwd(self) -> int:
+        return len(self.bwd_order)
+
+    @property
+    def num_steps(self) -> int:
+        return self.num_fwd + self.num_bwd
+
+    def attr(self, node: str, key: str):
+        return self.graph.nodes[node][key]
+
+    def is_fwd(self, node: str) -> bool:
+        return node in self.fwd_pos
+
+    def candidates(self) -> list[str]:
+        """Forward nodes that the backward may need, in forward order.
+
+        A forward node is a candidate if a backward node reads it, or if a recomputable
+        candidate reads it (recomputing that candidate would need it).
+        """
+        g = self.graph
+        cand: set[str] = set()
+        for v in reversed(self.fwd_order):
+            for c in g.successors(v):
+                if not self.is_fwd(c) or (c in cand and g.nodes[c]["recomputable"]):
+                    cand.add(v)
+                    break
+        return [v for v in self.fwd_order if v in cand]
+
+    def last_fwd_use(self, node: str) -> int:
+        """Last forward step at which ``node``'s forward copy is read (its own step if none)."""
+        g = self.graph
+        last = self.fwd_pos[node]
+        for c in g.successors(node):
+            if self.is_fwd(c) and g.nodes[c]["required"]:
+                last = max(last, self.fwd_pos[c])
+        return last
+
+    def last_bwd_use_of_bwd(self, node: str) -> int:
+        last = self.bwd_pos[node]
+        for c in self.graph.successors(node):
+            last = max(last, self.bwd_pos[c])
+        return last
+
+    def fixed_profile(self) -> list[int]:
+        """Bytes alive at each global step whatever the plan (excluding ``fixed_bytes``).
+
+        Counts required forward nodes up to their last forward use (to the end if pinned),
+        forward transients, and every backward node. Plan-dependent parts (saved extensions and
+        recomputations) are added by :func:`evaluate` and by the solvers.
+        """
+        g = self.graph
+        num_f, total = self.num_fwd, self.num_steps
+        diff = [0] * (total + 1)
+
+        def add(start: int, end_incl: int, nbytes: int) -> None:
+            if nbytes:
+                diff[start] += nbytes
+                diff[end_incl + 1] -= nbytes
+
+        for v in self.fwd_order:
+            a = g.nodes[v]
+            if not a["required"]:
+                continue
+            p = self.fwd_pos[v]
+            end = total - 1 if a["pinned"] else self.last_fwd_use(v)
+            add(p, end, a["mem_bytes"])
+            add(p, p, a["transient_bytes"])
+        for v in self.bwd_order:
+            a = g.nodes[v]
+            p = num_f + self.bwd_pos[v]
+            end = total - 1 if a["pinned"] else num_f + self.last_bwd_use_of_bwd(v)
+            add(p, end, a["mem_bytes"])
+            add(p, p, a["transient_bytes"])
+        out, run = [], 0
+        for t in range(total):
+            run += diff[t]
+            out.append(run)
+        return out
+
+    # ---------------------------------------------------------------- validation
+    def _validate(self) -> None:
+        g = self.graph
+        nodes = set(g.nodes)
+        if len(self.fwd_pos) != len(self.fwd_order) or len(self.bwd_pos) != len(self.bwd_order):
+            raise ProblemError(f"{self.name}: duplicate node in fwd_order or bwd_order")
+        ordered = set(self.fwd_order) | set(self.bwd_order)
+        if ordered != nodes or set(self.fwd_order) & set(self.bwd_order):
+            raise ProblemError(
+                f"{self.name}: every node must appear in exactly one of fwd_order / bwd_order"
+            )
+        if self.fixed_bytes < 0:
+            raise ProblemError(f"{self.name}: fixed_bytes must be >= 0")
+        for v, a in g.nodes(data=True):
+            missing = [k for k in NODE_ATTRS if k not in a]
+            if missing:
+                raise ProblemError(f"{self.name}: node {v!r} lacks attributes {missing}")
+            if a["mem_bytes"] < 0 or a["transient_bytes"] < 0 or a["cost"] < 0:
+                raise ProblemError(f"{self.name}: node {v!r} has a negative size or cost")
+            fwd = self.is_fwd(v)
+            if a["phase"] != ("fwd" if fwd else "bwd"):
+                raise ProblemError(f"{self.name}: node {v!r} phase disagrees with the orders")
+            if fwd and a["savable"] and not a["required"]:
+                raise ProblemError(f"{self.name}: node {v!r} is savable but not required")
+            if a["tied_to"] is not None and a["tied_to"] not in g.pred[v]:
+                raise ProblemError(f"{self.name}: node {v!r} is tied to a non-input")
+        for u, v in g.edges:
+            fu, fv = self.is_fwd(u), self.is_fwd(v)
+            if fv and not fu:
+                raise ProblemError(f"{self.name}: forward node {v!r} reads backward node {u!r}")
+            if fu == fv:
+                pos = self.fwd_pos if fu else self.bwd_pos
+                if pos[u] >= pos[v]:
+                    raise ProblemError(f"{self.name}: edge {u!r}->{v!r} goes against the order")
+            if fv and g.nodes[v]["required"] and not g.nodes[u]["required"]:
+                raise ProblemError(
+                    f"{self.name}: required node {v!r} reads non-required node {u!r}"
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The schedule that a saved set induces, and what it costs."""
+
+    valid: bool
+    reason: str
+    saved: frozenset[str]
+    recomputed: frozenset[str]
+    slot: dict[str, int]
+    end: dict[str, int]
+    profile_bytes: tuple[int, ...]
+    peak_bytes: int
+    cost: float
+
+    @property
+    def peak_step(self) -> int:
+        return max(range(len(self.profile_bytes)), key=self.profile_bytes.__getitem__, default=0)
+
+
+def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
+    """Replay the schedule class on ``problem`` for the forward values in ``saved``.
+
+    Saved values that the backward does not need are dropped (they would cost memory for
+    nothing). The result is invalid if the backward needs a value that can be neither saved
+    nor recomputed.
+    """
+    g, num_f = problem.graph, problem.num_fwd
+    total = problem.num_steps
+    saved_in = set(saved)
+    unknown = [v for v in saved_in if not problem.is_fwd(v)]
+    if unknown:
+        raise ProblemError(f"saved set names non-forward nodes {sorted(unknown)[:5]}")
+
+    def available(v: str) -> bool:
+        a = g.nodes[v]
+        return a["required"] and (a["pinned"] or (v in saved_in and a["savable"]))
+
+    # 1. which forward values the backward needs, and which of them are recomputed
+    needed: set[str] = set()
+    recomputed: set[str] = set()
+    bad = ""
+    stack = [u for b in problem.bwd_order for u in g.pred[b] if problem.is_fwd(u)]
+    while stack:
+        u = stack.pop()
+        if u in needed:
+            continue
+        needed.add(u)
+        if available(u):
+            continue
+        if not g.nodes[u]["recomputable"]:
+            bad = bad or f"node {u!r} is needed by the backward but can be neither saved nor recomputed"
+            continue
+        recomputed.add(u)
+        stack.extend(p for p in g.pred[u] if problem.is_fwd(p))
+    kept = frozenset(v for v in needed if v in saved_in and available(v))
+
+    # 2. recompute slots (just in time) and last backward uses
+    need: dict[str, int] = {}
+    slot: dict[str, int] = {}
+    for v in sorted(recomputed, key=problem.fwd_pos.__getitem__, reverse=True):
+        best = total
+        for c in g.successors(v):
+            if not problem.is_fwd(c):
+                best = min(best, problem.bwd_pos[c])
+            elif c in recomputed:
+                best = min(best, need[c] if g.nodes[c]["tied_to"] == v else slot[c])
+        need[v] = best
+        slot[v] = best
+    for v in recomputed:
+        parent = g.nodes[v]["tied_to"]
+        if parent is not None and parent in recomputed:
+            slot[v] = slot[parent]
+    end: dict[str, int] = {}
+    for v in kept | recomputed:
+        last = 0
+        for c in g.successors(v):
+            if not problem.is_fwd(c):
+                last = max(last, problem.bwd_pos[c])
+            elif c in recomputed:
+                last = max(last, slot[c])
+        end[v] = last
+
+    # 3. memory profile
+    diff = [0] * (total + 1)
+    for v in kept:
+        a = g.nodes[v]
+        if a["pinned"]:
+            continue  # already alive to the end in the fixed profile
+        start = problem.last_fwd_use(v) + 1
+        diff[start] += a["mem_bytes"]
+        diff[num_f + end[v] + 1] -= a["mem_bytes"]
+    for v in recomputed:
+        a = g.nodes[v]
+        s = num_f + slot[v]
+        diff[s] += a["mem_bytes"] + a["transient_bytes"]
+        diff[s + 1] -= a["transient_bytes"]
+        diff[num_f + end[v] + 1] -= a["mem_bytes"]
+    base = problem.fixed_profile()
+    profile, run = [], 0
+    for t in range(total):
+        run += diff[t]
+        profile.append(base[t] + run + problem.fixed_bytes)
+    peak = max(profile, default=problem.fixed_bytes)
+    cost = float(sum(g.nodes[v]["cost"] for v in recomputed))
+    return Evaluation(
+        valid=not bad,
+        reason=bad,
+        saved=kept,
+        recomputed=frozenset(recomputed),
+        slot=slot,
+        end=end,
+        profile_bytes=tuple(profile),
+        peak_bytes=peak,
+        cost=cost,
+    )
+
+
+def save_all_set(problem: RematProblem) -> frozenset[str]:
+    """Every savable candidate: the plan that recomputes as little as the schedule class allows."""
+    return frozenset(v for v in problem.candidates() if problem.attr(v, "savable"))
+
+
+def must_save_set(problem: RematProblem) -> frozenset[str]:
+    """Candidates that can only reach the backward by being saved."""
+    return frozenset(
+        v
+        for v in problem.candidates()
+        if problem.attr(v, "savable") and not problem.attr(v, "recomputable")
+    )

@@ -1,0 +1,60 @@
+"""Shared end-to-end harness: eager reference vs graphremat-compiled training step."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+import graphremat
+from graphremat.measure import measure_peak_memory
+
+STEP_SEED = 1234
+
+
+def train_step(model, inputs) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(STEP_SEED)
+    loss = model(*inputs)
+    loss.backward()
+    return loss.detach()
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+
+
+def reference(model, inputs) -> StepResult:
+    ref = copy.deepcopy(model)
+    loss = train_step(ref, inputs)
+    return StepResult(
+        loss,
+        {n: p.grad.clone() for n, p in ref.named_parameters()},
+        {n: b.clone() for n, b in ref.named_buffers()},
+    )
+
+
+def assert_matches(ref: StepResult, model, loss) -> None:
+    torch.testing.assert_close(loss, ref.loss)
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"no gradient for {name}"
+        torch.testing.assert_close(p.grad, ref.grads[name], msg=lambda m: f"grad {name}: {m}")
+    for name, b in model.named_buffers():
+        torch.testing.assert_close(b, ref.buffers[name], msg=lambda m: f"buffer {name}: {m}")
+
+
+def compiled_step(model, inputs, budget, codegen):
+    """Compile a copy of ``model``; run one step; return (model copy, compiled, loss, plan)."""
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen=codegen, time_limit_s=60)
+    loss = train_step(cmodel, inputs)
+    return mine, cmodel, loss, cmodel.graphremat_plans[-1]
+
+
+def measured_peak(model, cmodel, inputs) -> int:
+    model.zero_grad(set_to_none=True)
+    return measure_peak_memory(lambda *_: train_step(cmodel, inputs), model, *inputs)

@@ -1,0 +1,281 @@
+"""A small model zoo for end-to-end tests.
+
+Each ``make_<name>()`` returns ``(model, inputs)``: an fp32 CPU model in train mode whose
+``forward(*inputs)`` returns a scalar loss (so a whole training step is one compiled region), and
+its inputs, all built under a fixed ``torch.manual_seed``. Sizes are chosen so that activations
+dominate parameters (large batch or spatial size, narrow layers) — a budget of half the no-remat
+peak is then plausible — while one eager forward+backward stays well under 0.2 s on 2 cores.
+No ``F.mse_loss`` (on CPU it returns a scalar backed by a large buffer, DESIGN.md §5b).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SEED = 0
+
+Factory = Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]
+
+
+# --- mlp -------------------------------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int = 128, width: int = 256, num_classes: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_in, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.GELU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.net(x), targets)
+
+
+def make_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """4 Linear layers (ReLU/GELU), cross-entropy.
+
+    Inputs: x (2048, 128) fp32, targets (2048,) int64.
+    """
+    torch.manual_seed(SEED)
+    model = MLP().train()
+    x = torch.randn(2048, 128)
+    targets = torch.randint(0, 16, (2048,))
+    return model, (x, targets)
+
+
+# --- gpt -------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, num_heads: int, max_len: int, p_drop: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attn_drop = nn.Dropout(p_drop)
+        self.resid_drop = nn.Dropout(p_drop)
+        mask = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool))
+        self.register_buffer("causal_mask", mask.view(1, 1, max_len, max_len), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q = q.view(b, t, h, c // h).transpose(1, 2)
+        k = k.view(b, t, h, c // h).transpose(1, 2)
+        v = v.view(b, t, h, c // h).transpose(1, 2)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))
+        scores = scores.masked_fill(~self.causal_mask[:, :, :t, :t], float("-inf"))
+        probs = self.attn_drop(F.softmax(scores, dim=-1))
+        y = (probs @ v).transpose(1, 2).contiguous().view(b, t, c)
+        return self.resid_drop(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, num_heads: int, max_len: int, p_drop: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, num_heads, max_len, p_drop)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model),
+            nn.GELU(),
+            nn.Linear(4 * d_model, d_model),
+            nn.Dropout(p_drop),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int = 128,
+        max_len: int = 128,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        p_drop: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, d_model)
+        self.pos_emb = nn.Parameter(torch.randn(1, max_len, d_model) * 0.02)
+        self.drop = nn.Dropout(p_drop)
+        self.blocks = nn.ModuleList(
+            Block(d_model, num_heads, max_len, p_drop) for _ in range(num_layers)
+        )
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :t])
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+
+
+def make_gpt() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """2-layer pre-LN GPT (d=64, 4 heads, vocab 128, matmul+softmax attention, dropout 0.1).
+
+    Inputs: idx (8, 128) int64 token ids, targets (8, 128) int64.
+    """
+    torch.manual_seed(SEED)
+    model = GPT().train()
+    idx = torch.randint(0, 128, (8, 128))
+    targets = torch.randint(0, 128, (8, 128))
+    return model, (idx, targets)
+
+
+# --- resnet ----------------------------------------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.layers = nn.Sequential(
+            BasicBlock(width, width),
+            BasicBlock(width, 2 * width, stride=2),
+            BasicBlock(2 * width, 2 * width),
+        )
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.layers(self.stem(x))
+        logits = self.head(h.mean(dim=(2, 3)))
+        return F.cross_entropy(logits, labels)
+
+
+def make_resnet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Conv stem + 3 basic blocks (BatchNorm, in-place ReLU, one strided 1x1 downsample), GAP, head.
+
+    Inputs: x (16, 3, 32, 32) fp32, labels (16,) int64.
+    """
+    torch.manual_seed(SEED)
+    model = ResNet().train()
+    x = torch.randn(16, 3, 32, 32)
+    labels = torch.randint(0, 10, (16,))
+    return model, (x, labels)
+
+
+# --- unet ------------------------------------------------------------------------------------
+
+
+def _conv_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
+
+
+class UNet(nn.Module):
+    def __init__(self, c_in: int = 3, width: int = 8) -> None:
+        super().__init__()
+        w = width
+        self.down1 = _conv_relu(c_in, w)  # H
+        self.down2 = _conv_relu(w, 2 * w)  # H/2
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = _conv_relu(2 * w, 4 * w)  # H/4
+        self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)  # -> H/2
+        self.dec2 = _conv_relu(4 * w, 2 * w)  # cat(up2, skip2)
+        self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)  # -> H
+        self.dec1 = _conv_relu(2 * w, w)  # cat(up1, skip1)
+        self.out = nn.Conv2d(w, c_in, 1)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        s1 = self.down1(x)
+        s2 = self.down2(self.pool(s1))
+        b = self.bottleneck(self.pool(s2))
+        d2 = self.dec2(torch.cat([self.up2(b), s2], dim=1))
+        d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
+        return (self.out(d1) - target).pow(2).mean()
+
+
+def make_unet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """2-level U-Net (conv+ReLU, max-pool, ConvTranspose2d up, cat long skips), squared error.
+
+    Inputs: x (8, 3, 64, 64) fp32, target (8, 3, 64, 64) fp32.
+    """
+    torch.manual_seed(SEED)
+    model = UNet().train()
+    x = torch.randn(8, 3, 64, 64)
+    target = torch.randn(8, 3, 64, 64)
+    return model, (x, target)
+
+
+# --- dropout_mlp -----------------------------------------------------------------------------
+
+
+class DropoutMLP(nn.Module):
+    def __init__(self, d_in: int = 128, width: int = 256, num_classes: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_in, width),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(width, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.net(x), targets)
+
+
+def make_dropout_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """3 Linear layers with Dropout(0.5) between them, cross-entropy (RNG-correctness tests).
+
+    Inputs: x (2048, 128) fp32, targets (2048,) int64.
+    """
+    torch.manual_seed(SEED)
+    model = DropoutMLP().train()
+    x = torch.randn(2048, 128)
+    targets = torch.randint(0, 16, (2048,))
+    return model, (x, targets)
+
+
+MODEL_FACTORIES: dict[str, Factory] = {
+    "mlp": make_mlp,
+    "gpt": make_gpt,
+    "resnet": make_resnet,
+    "unet": make_unet,
+    "dropout_mlp": make_dropout_mlp,
+}
