@@ -23,7 +23,7 @@ def compile(
     time_limit_s: float = 60.0,
     fallback: str | None = None,
     seed: int = 0,
-    num_workers: int = 2,
+    num_workers: int = 1,
     log_progress: bool = False,
     fullgraph: bool = False,
     dynamic: bool | None = False,

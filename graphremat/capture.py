@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import torch
@@ -330,6 +330,14 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         r = rooted.get(n)
         if ws and r is not None and r.name in g:
             g.nodes[r.name]["transient_bytes"] += int(ws)
+
+    # -- an output of a multi-output op can be recomputed only if the op can
+    for v, a in g.nodes(data=True):
+        parent = a["tied_to"]
+        if parent is not None and not g.nodes[parent]["recomputable"] and a["recomputable"]:
+            a["recomputable"] = False
+            info[v] = replace(info[v], recomputable=False, reason=f"is an output of {parent}, which "
+                              + info[parent].reason)
 
     # -- a forward node that cannot be recomputed must run in the forward: make it (and its
     #    ancestors) required

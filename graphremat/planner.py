@@ -23,11 +23,12 @@ from .budget import Budget, format_bytes, parse_budget
 from .calibrate import annotate_workspace, devices, graph_total_bytes
 from .capture import Capture, capture_joint
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed
+from .passes import split_dropout
 from .report import Plan
 from .rewrite import rewrite
 from .simulate import simulate
 from .solvers import get_solver
-from .solvers.cpsat import min_peak
+from .solvers.cpsat import MinPeak, min_peak
 from .solvers.problem import evaluate, save_all_set
 from .solvers.result import SolveResult, SolveStatus
 
@@ -50,7 +51,7 @@ class Options:
     codegen: str = "inductor"
     time_limit_s: float = 60.0
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int = 1
     fallback: str | None = None
     log_progress: bool = False
     calibrate: bool | str = "auto"
@@ -162,6 +163,10 @@ def _solve(capture: Capture, budget_bytes: int, options: Options) -> SolveResult
         ) from e
 
 
+#: time limit of the min-peak solve that reports ``min_feasible_bytes`` (an upper bound when it
+#: does not finish: a budget known to be feasible)
+MIN_PEAK_TIME_LIMIT_S = 10.0
+
 #: "auto" calibration runs the joint graph once for real when it is this small (bytes of all values)
 AUTO_CALIBRATE_MAX_BYTES = 2 * 2**30
 
@@ -181,6 +186,7 @@ def make_plan(
     static_lifetime_input_nodes=None,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     t0 = time.perf_counter()
+    split_dropout(joint)
     if _should_calibrate(joint, options.calibrate):
         annotate_workspace(joint)
     cap = capture_joint(joint, num_fwd_outputs)
@@ -199,37 +205,52 @@ def make_plan(
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
     budget_bytes = options.budget.resolve(unconstrained)
-    tmin = min(options.time_limit_s, 30.0)
+    tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
+    min_known: MinPeak | None = None
 
-    def minimum() -> int:
-        mp = min_peak(problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers)
-        return mp.peak_bytes
+    def minimum() -> MinPeak:
+        nonlocal min_known
+        if min_known is None:
+            min_known = min_peak(
+                problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers
+            )
+        return min_known
 
     if ev_all.peak_bytes <= budget_bytes:
         result = SolveResult(
             "save_all", SolveStatus.OPTIMAL, ev_all.saved, ev_all.cost, ev_all.cost,
             ev_all.peak_bytes,
         )
-        ev, sim = ev_all, sim_all
     else:
         result = _solve(cap, budget_bytes, options)
         if result.status is SolveStatus.INFEASIBLE:
-            raise InfeasibleBudget(budget_bytes, minimum())
+            raise InfeasibleBudget(budget_bytes, minimum().peak_bytes)
         if not result.status.has_plan:
-            raise SolverFailed(
-                f"no plan fitting {format_bytes(budget_bytes)} found within time_limit_s="
-                f"{options.time_limit_s:g} ({problem.num_steps} steps, solver "
-                f"{options.solver!r}). Raise time_limit_s, raise the budget (the no-remat peak "
-                f"is {format_bytes(unconstrained)}), or pass fallback='pytorch'."
+            # no plan within the time limit: the smallest-peak plan may still fit
+            mp = minimum()
+            if mp.peak_bytes > budget_bytes and mp.optimal:
+                raise InfeasibleBudget(budget_bytes, mp.peak_bytes)
+            if mp.peak_bytes > budget_bytes:
+                raise SolverFailed(
+                    f"no plan fitting {format_bytes(budget_bytes)} found within time_limit_s="
+                    f"{options.time_limit_s:g} ({problem.num_steps} steps, solver "
+                    f"{options.solver!r}); the smallest peak found is "
+                    f"{format_bytes(mp.peak_bytes)} (proven >= {format_bytes(mp.lower_bound_bytes)})."
+                    f" Raise time_limit_s or the budget, or pass fallback='pytorch'."
+                )
+            ev_mp = evaluate(problem, mp.saved)
+            result = SolveResult(
+                "cpsat(min-peak)", SolveStatus.FEASIBLE, ev_mp.saved, ev_mp.cost, 0.0,
+                ev_mp.peak_bytes, wall_s=result.wall_s + mp.wall_s,
             )
-        ev = evaluate(problem, result.saved)
-        fw, bw, sim = emit(ev.saved)
+    ev = evaluate(problem, result.saved)
+    fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved else (fw, bw, sim_all)
     if sim.peak_bytes > budget_bytes:
         raise GraphRematError(
             f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
             f"{budget_bytes} (model said {ev.peak_bytes}). Please report this graph."
         )
-    min_feasible = minimum()
+    min_feasible = minimum().peak_bytes
     saved_bytes = sum(problem.attr(v, "mem_bytes") for v in ev.saved)
     plan = Plan(
         budget_bytes=budget_bytes,

@@ -235,10 +235,10 @@ def _domains(cg: CheckmateGraph) -> tuple[set[tuple[int, int]], set[tuple[int, i
 
 
 def _keep(cg: CheckmateGraph, S: dict, t: int, i: int):
-    """Literal (or constant) 'i stays resident after stage t'."""
-    if t + 1 < cg.num_stages:
-        return S.get((t + 1, i), 0)
-    return 1 if i in cg.pinned else 0
+    """Literal, or constant 0/1, for 'i stays resident after stage t'."""
+    if i in cg.pinned and ((t + 1, i) in S or t + 1 == cg.num_stages):
+        return 1  # pinned values stay resident from their stage on
+    return S.get((t + 1, i), 0)
 
 
 def _add_first_computation(m: cp_model.CpModel, cg: CheckmateGraph, R: dict) -> None:
@@ -264,6 +264,27 @@ def _add_dependencies(m: cp_model.CpModel, cg: CheckmateGraph, R: dict, S: dict)
     for (t, k), r in R.items():
         for i in cg.preds[k]:
             m.add(r <= R.get((t, i), 0) + S.get((t, i), 0))
+
+
+def _add_usefulness(m: cp_model.CpModel, cg: CheckmateGraph, R: dict, S: dict) -> None:
+    # A value computed (other than the stage's own node) or resident in stage t is read in stage t
+    # or kept for stage t+1; dropping a useless one never costs more nor uses more memory.
+    succ = cg.successors()
+    targets = set(enumerate(cg.stages))
+    for (t, k), r in R.items():
+        if (t, k) in targets:
+            continue
+        keep = _keep(cg, S, t, k)
+        if isinstance(keep, int) and keep:
+            continue
+        uses = [R[t, j] for j in succ[k] if (t, j) in R]
+        m.add_bool_or(uses + ([] if isinstance(keep, int) else [keep])).only_enforce_if(r)
+    for (t, i), s in S.items():
+        keep = _keep(cg, S, t, i)
+        if isinstance(keep, int) and keep:
+            continue
+        uses = [R[t, j] for j in succ[i] if (t, j) in R]
+        m.add_bool_or(uses + ([] if isinstance(keep, int) else [keep])).only_enforce_if(s)
 
 
 def _add_frees(m: cp_model.CpModel, cg: CheckmateGraph, R: dict, S: dict) -> dict:
@@ -320,6 +341,7 @@ def build_model(cg: CheckmateGraph, budget_bytes: int) -> _Model:
     _add_first_computation(m, cg, R)
     _add_residency(m, cg, R, S)
     _add_dependencies(m, cg, R, S)
+    _add_usefulness(m, cg, R, S)
     FREE = _add_frees(m, cg, R, S)
     U = _add_memory(m, cg, R, S, FREE, unit, cap)
     costs, scale = _integer_costs(cg)
@@ -402,8 +424,9 @@ def _solver(time_limit_s: float, seed: int, num_workers: int, log_progress: bool
     p.max_time_in_seconds = float(time_limit_s)
     p.random_seed = int(seed)
     p.num_workers = int(num_workers)
-    if num_workers > 1:
-        p.interleave_search = True  # deterministic for a fixed seed and worker count
+    # No interleave_search: on this model it is ~5x slower, and with a hint OR-Tools 9.15 aborts
+    # the process ("Check failed: heuristics.fixed_search != nullptr", google/or-tools#5025).
+    # So with several workers the plan may vary between runs; an optimal objective does not.
     p.log_search_progress = bool(log_progress)
     if log_progress:
         solver.log_callback = log.info
@@ -424,10 +447,7 @@ def _solve(
         wall = time.perf_counter() - t0
         return SolveResult("checkmate", SolveStatus.INFEASIBLE, wall_s=wall), [], []
     built = build_model(cg, budget_bytes)
-    if num_workers <= 1:
-        # OR-Tools 9.15 aborts the process ("Check failed: heuristics.fixed_search != nullptr",
-        # google/or-tools#5025) when a hinted model meets interleave_search, so only hint here.
-        _add_hint(built, cg, set(built.R), set(built.S))
+    _add_hint(built, cg, set(built.R), set(built.S))
     solver = _solver(time_limit_s, seed, num_workers, log_progress)
     code = solver.solve(built.model)
     wall = time.perf_counter() - t0

@@ -23,13 +23,14 @@ class SolverFn(Protocol):
 
 
 def _load() -> dict[str, Callable[..., SolveResult]]:
-    from . import baselines, bruteforce, cpsat
+    from . import baselines, bruteforce, checkmate, cpsat
 
     return {
         "cpsat": cpsat.solve_cpsat,
         "save_all": baselines.solve_save_all,
         "recompute_all": baselines.solve_recompute_all,
         "bruteforce": bruteforce.solve_bruteforce,
+        "checkmate": checkmate.solve_checkmate,
     }
 
 

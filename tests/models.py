@@ -26,31 +26,29 @@ Factory = Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]
 
 
 class MLP(nn.Module):
-    def __init__(self, d_in: int = 128, width: int = 256, num_classes: int = 16) -> None:
+    def __init__(
+        self, d_in: int = 64, width: int = 256, depth: int = 16, num_classes: int = 16
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_in, width),
-            nn.ReLU(),
-            nn.Linear(width, width),
-            nn.GELU(),
-            nn.Linear(width, width),
-            nn.ReLU(),
-            nn.Linear(width, num_classes),
-        )
+        layers: list[nn.Module] = [nn.Linear(d_in, width)]
+        for i in range(depth - 2):
+            layers += [nn.ReLU() if i % 2 == 0 else nn.GELU(), nn.Linear(width, width)]
+        layers += [nn.ReLU(), nn.Linear(width, num_classes)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.net(x), targets)
 
 
 def make_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """4 Linear layers (ReLU/GELU), cross-entropy.
+    """16 Linear layers (alternating ReLU/GELU), cross-entropy.
 
-    Inputs: x (2048, 128) fp32, targets (2048,) int64.
+    Inputs: x (1024, 64) fp32, targets (1024,) int64.
     """
     torch.manual_seed(SEED)
     model = MLP().train()
-    x = torch.randn(2048, 128)
-    targets = torch.randint(0, 16, (2048,))
+    x = torch.randn(1024, 64)
+    targets = torch.randint(0, 16, (1024,))
     return model, (x, targets)
 
 
@@ -202,17 +200,29 @@ def make_resnet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 
 def _conv_relu(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU())
+    """Two 3x3 conv + ReLU, as in the original U-Net."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.ReLU(),
+    )
 
 
 class UNet(nn.Module):
+    """3-level U-Net: two conv+ReLU per level, max-pool down, ConvTranspose2d up, long skips
+    joined with torch.cat."""
+
     def __init__(self, c_in: int = 3, width: int = 8) -> None:
         super().__init__()
         w = width
         self.down1 = _conv_relu(c_in, w)  # H
         self.down2 = _conv_relu(w, 2 * w)  # H/2
+        self.down3 = _conv_relu(2 * w, 4 * w)  # H/4
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = _conv_relu(2 * w, 4 * w)  # H/4
+        self.bottleneck = _conv_relu(4 * w, 8 * w)  # H/8
+        self.up3 = nn.ConvTranspose2d(8 * w, 4 * w, 2, stride=2)  # -> H/4
+        self.dec3 = _conv_relu(8 * w, 4 * w)  # cat(up3, skip3)
         self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)  # -> H/2
         self.dec2 = _conv_relu(4 * w, 2 * w)  # cat(up2, skip2)
         self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)  # -> H
@@ -222,14 +232,17 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         s1 = self.down1(x)
         s2 = self.down2(self.pool(s1))
-        b = self.bottleneck(self.pool(s2))
-        d2 = self.dec2(torch.cat([self.up2(b), s2], dim=1))
+        s3 = self.down3(self.pool(s2))
+        b = self.bottleneck(self.pool(s3))
+        d3 = self.dec3(torch.cat([self.up3(b), s3], dim=1))
+        d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
         d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
         return (self.out(d1) - target).pow(2).mean()
 
 
 def make_unet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """2-level U-Net (conv+ReLU, max-pool, ConvTranspose2d up, cat long skips), squared error.
+    """3-level U-Net (2x conv+ReLU per level, max-pool, ConvTranspose2d up, cat long skips),
+    squared error.
 
     Inputs: x (8, 3, 64, 64) fp32, target (8, 3, 64, 64) fp32.
     """

@@ -1,0 +1,71 @@
+"""Joint-graph passes graphremat runs before capture (they change the graph in place).
+
+``split_dropout``: ``out, mask = native_dropout(x, p, True)`` becomes ``out = x * mask * scale``
+after the dropout, with every use of the old ``out`` reading the new one. The mask (1 byte per
+element) still comes from the random op, which is never recomputed; the output -- 4 bytes per
+element and often what the backward needs -- becomes an ordinary pointwise value that can be
+recomputed from ``x`` and the saved mask, bit for bit what ``native_dropout`` computes
+(``input.mul(mask).mul_(scale)`` on CPU; on CUDA multiplying by a 0/1 mask is exact).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+_DROPOUT = torch.ops.aten.native_dropout.default
+_MUL = torch.ops.aten.mul.Tensor
+
+
+def _fake(fn, *vals):
+    mode = next(v.fake_mode for v in vals if hasattr(v, "fake_mode"))
+    with mode:
+        return fn(*vals)
+
+
+def split_dropout(joint: fx.GraphModule) -> int:
+    """Rewrite training-mode dropout outputs as ``x * mask * scale``; return how many."""
+    graph = joint.graph
+    count = 0
+    for nd in list(graph.find_nodes(op="call_function", target=_DROPOUT)):
+        x, p = nd.args[0], float(nd.args[1])
+        train = nd.args[2] if len(nd.args) > 2 else nd.kwargs.get("train")
+        if train is False or not isinstance(x, fx.Node):
+            continue
+        getitems = {u.args[1]: u for u in nd.users if u.target is operator.getitem}
+        out = getitems.get(0)
+        if out is None or not out.users:
+            continue
+        x_val = x.meta.get("val")
+        if not isinstance(x_val, torch.Tensor) or not hasattr(x_val, "fake_mode"):
+            continue
+        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+        mask = getitems.get(1)
+        anchor = next(n for n in reversed(graph.nodes) if n in getitems.values())
+        if mask is None:
+            with graph.inserting_after(anchor):
+                mask = anchor = graph.call_function(operator.getitem, (nd, 1))
+            mask.meta.update({k: v for k, v in out.meta.items() if k != "val"})
+            mask.meta["val"] = nd.meta["val"][1]
+        with graph.inserting_after(anchor):
+            kept = graph.call_function(_MUL, (x, mask))
+        with graph.inserting_after(kept):
+            new_out = graph.call_function(_MUL, (kept, scale))
+        kept.meta.update({k: v for k, v in out.meta.items() if k != "val"})
+        new_out.meta.update({k: v for k, v in out.meta.items() if k != "val"})
+        kept.meta["val"] = _fake(_MUL, x_val, mask.meta["val"])
+        # the new node takes over the old output's storage identity (downstream views alias it);
+        # the dropout's own first output becomes a fresh storage it frees at once
+        new_out.meta["val"] = out.meta["val"]
+        vals = list(nd.meta["val"])
+        vals[0] = _fake(torch.empty_like, vals[0])
+        nd.meta["val"] = tuple(vals)
+        out.replace_all_uses_with(new_out)
+        graph.erase_node(out)
+        count += 1
+    if count:
+        graph.lint()
+        joint.recompile()
+    return count

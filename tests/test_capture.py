@@ -1,0 +1,206 @@
+"""capture -> solve -> rewrite -> simulate on small real joint graphs."""
+
+import operator
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from graphremat.calibrate import annotate_workspace
+from graphremat.capture import capture_joint
+from graphremat.passes import split_dropout
+from graphremat.rewrite import rewrite
+from graphremat.simulate import simulate
+from graphremat.solvers.bruteforce import solve_bruteforce
+from graphremat.solvers.cpsat import min_peak, solve_cpsat
+from graphremat.solvers.problem import evaluate, must_save_set, save_all_set
+from joint import joint_graph
+
+
+class Tiny(nn.Module):
+    """Linear -> view/transpose -> LayerNorm -> dropout -> Linear: views, a multi-output op,
+    a random op."""
+
+    def __init__(self, p_drop=0.5):
+        super().__init__()
+        self.l1 = nn.Linear(16, 32)
+        self.ln = nn.LayerNorm(32)
+        self.drop = nn.Dropout(p_drop)
+        self.l2 = nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.l1(x))
+        h = h.view(4, -1, 32).transpose(0, 1).reshape(-1, 32)  # views of one storage
+        h = self.drop(self.ln(h))
+        return F.gelu(self.l2(h)).pow(2).mean()
+
+
+def _capture(model, *inputs, dropout=True, calibrate=False):
+    joint, nfo = joint_graph(model, *inputs)
+    if dropout:
+        split_dropout(joint)
+    if calibrate:
+        annotate_workspace(joint)
+    return joint, nfo, capture_joint(joint, nfo)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return _capture(Tiny(), torch.randn(64, 16))
+
+
+def test_views_own_no_storage(tiny):
+    joint, _, cap = tiny
+    for n in joint.graph.nodes:
+        if n.op == "call_function" and n.target in (
+            torch.ops.aten.view.default,
+            torch.ops.aten.transpose.int,
+            torch.ops.aten.t.default,
+        ):
+            owner = cap.owner[n.name]
+            assert owner != n.name, f"{n.name} is a view but owns a storage"
+    # views of parameters cost nothing: no problem node stands for them
+    param_views = [
+        n for n in joint.graph.nodes
+        if n.target is torch.ops.aten.t.default and n.args[0].op == "placeholder"
+    ]
+    assert param_views and all(cap.owner[n.name] is None for n in param_views)
+
+
+def test_random_ops_are_never_recomputed_but_dropout_outputs_are(tiny):
+    joint, _, cap = tiny
+    g = cap.problem.graph
+    drops = [n for n in joint.graph.nodes if n.target is torch.ops.aten.native_dropout.default]
+    assert drops
+    for d in drops:
+        assert not g.nodes[d.name]["recomputable"]
+        assert "random" in cap.info[d.name].reason
+        # the output is x * mask * scale, an ordinary recomputable value
+        users = [u for u in joint.graph.nodes if u.target is torch.ops.aten.mul.Tensor
+                 and d in [a.args[0] for a in u.all_input_nodes if a.op == "call_function"]]
+        assert users and all(g.nodes[cap.owner[u.name]]["recomputable"] for u in users)
+
+
+def test_multi_output_ops_are_tied(tiny):
+    _, _, cap = tiny
+    g = cap.problem.graph
+    tied = [v for v, a in g.nodes(data=True) if a["tied_to"] is not None]
+    assert tied, "layer norm's outputs should be tied to it"
+    for v in tied:
+        parent = g.nodes[v]["tied_to"]
+        assert g.nodes[parent]["mem_bytes"] == 0 and not g.nodes[parent]["savable"]
+
+
+def _random_saved_sets(problem, k, seed=0):
+    rng = random.Random(seed)
+    free = sorted(save_all_set(problem) - must_save_set(problem))
+    yield save_all_set(problem)
+    yield must_save_set(problem)
+    for _ in range(k):
+        yield must_save_set(problem) | {v for v in free if rng.random() < 0.5}
+
+
+def _tiny_resnet():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+    )
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = model
+
+        def forward(self, x):
+            return (self.body(x) + x.mean()).square().mean()
+
+    return Net(), torch.randn(4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("which", ["tiny", "resnet"])
+def test_model_peak_bounds_the_emitted_program(which):
+    """The solver's model is conservative: for any saved set, the replayed emitted modules never
+    peak above what evaluate() says, and the saved set is honoured exactly."""
+    if which == "tiny":
+        torch.manual_seed(0)
+        model, inputs = Tiny(), (torch.randn(64, 16),)
+    else:
+        model, x = _tiny_resnet()
+        inputs = (x,)
+    joint, nfo, cap = _capture(model, *inputs, calibrate=True)
+    for saved in _random_saved_sets(cap.problem, 6):
+        ev = evaluate(cap.problem, saved)
+        assert ev.valid
+        fw, bw = rewrite(joint, cap, ev.saved, num_fwd_outputs=nfo)
+        sim = simulate(fw, bw, nfo)
+        assert sim.peak_bytes <= ev.peak_bytes
+        # every recomputed storage shows up in the backward, every saved one is an input
+        bw_names = {n.name for n in bw.graph.nodes}
+        assert ev.recomputed <= bw_names
+        bw_inputs = {cap.owner.get(n.name) for n in bw.graph.find_nodes(op="placeholder")}
+        assert ev.saved <= bw_inputs
+
+
+def test_recomputation_is_just_in_time():
+    torch.manual_seed(0)
+    joint, nfo, cap = _capture(Tiny(), torch.randn(64, 16))
+    saved = must_save_set(cap.problem)
+    ev = evaluate(cap.problem, saved)
+    assert ev.recomputed
+    _, bw = rewrite(joint, cap, saved, num_fwd_outputs=nfo)
+    order = [n for n in bw.graph.nodes if n.op == "call_function"]
+    fwd_names = {n.name for n in joint.graph.nodes if cap.info.get(cap.owner.get(n.name) or "")
+                 and cap.info[cap.owner[n.name]].phase == "fwd"}
+    # views of parameters own nothing: they may sit anywhere
+    fwd_names |= {n.name for n in joint.graph.nodes if cap.owner.get(n.name, "") is None}
+    for i, n in enumerate(order):
+        if n.name not in fwd_names or n.target is operator.getitem:
+            continue  # a multi-output op's outputs come with it, by design
+        # the first backward op after a recomputation reads it, directly or through recomputes
+        j = i + 1
+        while j < len(order) and order[j].name in fwd_names:
+            j += 1
+        assert j < len(order)
+        reach, stack = set(), [n]
+        while stack:
+            u = stack.pop()
+            for w in u.users:
+                if w not in reach:
+                    reach.add(w)
+                    if w.name in fwd_names:
+                        stack.append(w)
+        assert order[j] in reach, f"{n.name} is recomputed before it is needed"
+
+
+def test_cpsat_equals_bruteforce_on_a_real_joint_graph():
+    torch.manual_seed(0)
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 64), nn.Linear(64, 64), nn.Linear(64, 4)
+
+        def forward(self, x):
+            return self.c(F.gelu(self.b(torch.relu(self.a(x))))).square().mean()
+
+    _, _, cap = _capture(MLP(), torch.randn(256, 8))
+    p = cap.problem
+    hi = evaluate(p, save_all_set(p)).peak_bytes
+    lo = min_peak(p).peak_bytes
+    assert lo < hi
+    base_cost = evaluate(p, save_all_set(p)).cost
+    costs = []
+    for budget in [lo - 1] + [lo + (hi - lo) * k // 5 for k in range(6)]:
+        brute = solve_bruteforce(p, budget)
+        exact = solve_cpsat(p, budget, time_limit_s=30)
+        assert brute.status == exact.status
+        if brute.status.has_plan:
+            assert exact.objective == brute.objective
+            assert exact.peak_bytes <= budget
+            costs.append(exact.objective)
+    assert len(costs) == 6 and costs[0] > base_cost == costs[-1]
+    assert costs == sorted(costs, reverse=True)  # never more recompute with more memory

@@ -1,0 +1,124 @@
+"""End to end: graphremat-compiled training steps vs eager, on the four model families.
+
+For each family and budget in {unconstrained (1.0), 0.7, 0.5, the minimum feasible}: the
+compiled step's loss, gradients and buffers (BatchNorm running stats: updated exactly once) equal
+eager's; the measured peak (torch.profiler memory events) is within the budget; and with
+codegen="eager" the prediction is within 3 % of the measurement. A budget below the model's
+minimum must raise InfeasibleBudget carrying that minimum.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import graphremat
+from e2e import assert_matches, compiled_step, measured_peak, reference
+from models import MODEL_FACTORIES
+
+FAMILIES = ["mlp", "gpt", "resnet", "unet"]
+FRACTIONS = [1.0, 0.7, 0.5, "min"]
+
+
+@pytest.fixture(scope="module")
+def setups():
+    cache = {}
+
+    def get(name, codegen):
+        key = (name, codegen)
+        if key not in cache:
+            model, inputs = MODEL_FACTORIES[name]()
+            plan = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen, time_limit_s=60)
+            cache[key] = (model, inputs, reference(model, inputs), plan)
+        return cache[key]
+
+    return get
+
+
+def _run(setups, name, frac, codegen):
+    model, inputs, ref, plan0 = setups(name, codegen)
+    budget = plan0.min_feasible_bytes if frac == "min" else frac
+    budget_bytes = budget if frac == "min" else int(frac * plan0.unconstrained_peak_bytes)
+    if budget_bytes < plan0.min_feasible_bytes:
+        with pytest.raises(graphremat.InfeasibleBudget) as info:
+            compiled_step(model, inputs, budget, codegen)
+        # the error names a budget that works, and it is no larger than the one plan() reported
+        assert budget_bytes < info.value.min_feasible_bytes <= plan0.min_feasible_bytes
+        assert str(info.value.min_feasible_bytes) in str(info.value)
+        pytest.skip(f"{name}: {frac} of the peak is below the minimum feasible budget "
+                    f"({plan0.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})")
+    mine, cmodel, loss, plan = compiled_step(model, inputs, budget, codegen)
+    assert_matches(ref, mine, loss)
+    assert plan.predicted_peak_bytes <= plan.budget_bytes
+    peak = measured_peak(mine, cmodel, inputs)
+    assert peak <= plan.budget_bytes, f"measured {peak} > budget {plan.budget_bytes}"
+    if frac != 1.0:
+        assert plan.recomputed, "a budget below the peak must recompute something"
+    return plan, peak
+
+
+@pytest.mark.parametrize("frac", FRACTIONS)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_eager_codegen(setups, name, frac):
+    plan, peak = _run(setups, name, frac, "eager")
+    assert abs(peak - plan.predicted_peak_bytes) / peak <= 0.03, (peak, plan.predicted_peak_bytes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frac", [1.0, 0.7, "min"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_inductor_codegen(setups, name, frac, monkeypatch):
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    _run(setups, name, frac, "inductor")
+
+
+@pytest.mark.parametrize("codegen", ["eager", "inductor"])
+def test_dropout_at_the_tightest_budget(codegen, monkeypatch):
+    """Random ops are never recomputed: the masks match eager with the same seed."""
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    model, inputs = MODEL_FACTORIES["dropout_mlp"]()
+    ref = reference(model, inputs)
+    p = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen)
+    mine, cmodel, loss, plan = compiled_step(model, inputs, p.min_feasible_bytes, codegen)
+    assert plan.recomputed
+    assert_matches(ref, mine, loss)
+    assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes
+
+
+def test_string_backend_and_plan_api():
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    ref = reference(model, inputs)
+    import copy
+
+    from e2e import train_step
+    from graphremat.backend import RECENT_PLANS
+
+    mine = copy.deepcopy(model)
+    cmodel = torch.compile(mine, backend="graphremat", options={"budget": 0.9, "codegen": "eager"})
+    loss = train_step(cmodel, inputs)
+    assert_matches(ref, mine, loss)
+    plan = RECENT_PLANS[-1]
+    assert plan.budget_bytes == int(0.9 * plan.unconstrained_peak_bytes)
+    for attr in ("budget_bytes", "predicted_peak_bytes", "unconstrained_peak_bytes",
+                 "min_feasible_bytes", "recompute_flops", "saved", "recomputed", "status", "gap"):
+        assert hasattr(plan, attr)
+    assert plan.min_feasible_bytes <= plan.predicted_peak_bytes <= plan.budget_bytes
+    assert "budget" in plan.summary() and "<pre>" in plan._repr_html_()
+
+
+def test_backend_is_registered_by_entry_point():
+    from importlib.metadata import entry_points
+
+    eps = entry_points(group="torch_dynamo_backends")
+    assert any(ep.name == "graphremat" for ep in eps)
+    assert "graphremat" in torch._dynamo.list_backends(exclude_tags=())
+
+
+def test_plan_executes_nothing():
+    model, inputs = MODEL_FACTORIES["resnet"]()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    plan = graphremat.plan(model, *inputs, budget=0.8)
+    assert plan.budget_bytes == int(0.8 * plan.unconstrained_peak_bytes)
+    for n, b in model.named_buffers():
+        torch.testing.assert_close(b, before[n])  # BatchNorm never ran
+    assert all(p.grad is None for p in model.parameters())

@@ -1,0 +1,332 @@
+"""Solver layer on synthetic graphs: CP-SAT against enumeration and against exact Checkmate.
+
+Oracles: :func:`solve_bruteforce` (every saved set, replayed by :func:`evaluate`) for graphremat's
+schedule class, and the unrestricted Checkmate model, whose schedules are replayed here by an
+independent checker (:func:`replay_checkmate`). CP-SAT runs on one worker: with two, OR-Tools
+9.15 can abort the whole process on a hinted model (see solvers/checkmate.py, ``_solver``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import textwrap
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from synthetic import random_problem
+
+from graphremat.solvers import get_solver
+from graphremat.solvers.bruteforce import solve_bruteforce
+from graphremat.solvers.checkmate import solve_checkmate, solve_checkmate_dag
+from graphremat.solvers.cpsat import min_peak, solve_cpsat
+from graphremat.solvers.problem import ProblemError, RematProblem, evaluate, save_all_set
+from graphremat.solvers.result import SolveStatus
+
+ONE_WORKER = {"num_workers": 1, "time_limit_s": 30}
+FRACTIONS = (0.5, 0.65, 0.8, 0.9, 1.0)
+
+problems = st.builds(
+    random_problem,
+    seed=st.integers(0, 2**20),
+    num_fwd=st.integers(3, 7),
+    num_bwd=st.integers(2, 6),
+)
+few = settings(max_examples=12, deadline=None)
+
+
+def save_all_peak(p: RematProblem) -> int:
+    return evaluate(p, save_all_set(p)).peak_bytes
+
+
+# --------------------------------------------------------------------------- CP-SAT vs enumeration
+
+
+@few
+@given(problems)
+def test_cpsat_optimum_equals_bruteforce(p):
+    full = save_all_peak(p)
+    for frac in FRACTIONS:
+        budget = int(frac * full)
+        exact = solve_bruteforce(p, budget)
+        got = solve_cpsat(p, budget, **ONE_WORKER)
+        assert got.status == exact.status, (p.name, budget)
+        if exact.status.has_plan:
+            assert got.objective == exact.objective, (p.name, budget)
+
+
+@few
+@given(problems)
+def test_min_peak_is_the_smallest_feasible_budget(p):
+    mp = min_peak(p, num_workers=1)
+    assert mp.optimal and mp.lower_bound_bytes == mp.peak_bytes
+    assert evaluate(p, mp.saved).peak_bytes == mp.peak_bytes
+    assert solve_bruteforce(p, mp.peak_bytes).status is SolveStatus.OPTIMAL
+    assert solve_bruteforce(p, mp.peak_bytes - 1).status is SolveStatus.INFEASIBLE
+
+
+# --------------------------------------------------------------------------- plan properties
+
+
+@few
+@given(problems)
+def test_cpsat_plan_properties(p):
+    full = save_all_peak(p)
+    lowest = min_peak(p, num_workers=1).peak_bytes
+    assert solve_cpsat(p, lowest - 1, **ONE_WORKER).status is SolveStatus.INFEASIBLE
+
+    budgets = sorted({lowest + (full - lowest) * i // 4 for i in range(5)} | {2 * full})
+    costs = []
+    for budget in budgets:
+        r = solve_cpsat(p, budget, **ONE_WORKER)
+        assert r.status is SolveStatus.OPTIMAL, (p.name, budget)
+        ev = evaluate(p, r.saved)
+        assert ev.valid, ev.reason
+        assert ev.peak_bytes <= budget
+        assert ev.peak_bytes == r.peak_bytes
+        assert ev.cost == r.objective
+        costs.append(r.objective)
+    assert all(a >= b for a, b in zip(costs, costs[1:])), list(zip(budgets, costs))
+    # an ample budget recomputes only what the save-all plan must (non-savable values)
+    assert costs[-1] == evaluate(p, save_all_set(p)).cost
+
+
+# --------------------------------------------------------------------------- Checkmate
+
+
+def replay_checkmate(p: RematProblem, result) -> int:
+    """Check a Checkmate schedule of ``p`` against the conversion rules and return its peak.
+
+    Independent of the model: a value is resident entering a stage iff it was computed before
+    and some later stage reads it before computing it again (or it is pinned); it is freed after
+    its last reader in the stage.
+    """
+    g = p.graph
+    stages = [v for v in p.fwd_order if g.nodes[v]["required"]] + list(p.bwd_order)
+    stage_of = {v: t for t, v in enumerate(stages)}
+    first_bwd = len(stages) - p.num_bwd
+    pos = {v: k for k, v in enumerate(list(p.fwd_order) + list(p.bwd_order))}
+    R = result.info["R"]
+    assert result.info["stages"] == stages and len(R) == len(stages)
+
+    for t, (own, comp) in enumerate(zip(stages, R)):
+        assert own in comp and comp == sorted(comp, key=pos.__getitem__)
+        assert max(pos[v] for v in comp) == pos[own]
+        for v in comp:
+            if v == own:
+                continue
+            a = g.nodes[v]
+            assert p.is_fwd(v) and a["recomputable"], (t, v)
+            if a["required"]:
+                assert stage_of[v] < t, (t, v)
+            else:
+                assert t >= first_bwd, (t, v)
+
+    def resident(i: str, t: int) -> bool:
+        if i in stage_of and g.nodes[i]["pinned"] and stage_of[i] < t:
+            return True
+        for comp in R[t:]:
+            if i in comp:
+                return False
+            if any(g.has_edge(i, v) for v in comp):
+                return True
+        return False
+
+    peak = p.fixed_bytes
+    for t, comp in enumerate(R):
+        live = {i for i in g.nodes if resident(i, t)}
+        assert all(any(i in c for c in R[:t]) for i in live), f"stage {t} reads an unknown value"
+        for v in p.fwd_order:
+            a = g.nodes[v]
+            if t == first_bwd and a["required"] and not a["savable"] and not a["pinned"]:
+                assert v not in live, f"non-savable {v} crosses into the backward"
+        level = p.fixed_bytes + sum(g.nodes[i]["mem_bytes"] for i in live)
+        for n, v in enumerate(comp):
+            assert all(u in live for u in g.pred[v]), f"stage {t}: {v} misses an input"
+            live.add(v)
+            level += g.nodes[v]["mem_bytes"]
+            peak = max(peak, level + g.nodes[v]["transient_bytes"])
+            for i in [*g.pred[v], v]:
+                read_later = any(g.has_edge(i, w) for w in comp[n + 1 :])
+                if i in live and not read_later and not resident(i, t + 1):
+                    live.remove(i)
+                    level -= g.nodes[i]["mem_bytes"]
+    total = sum(g.nodes[v]["cost"] for comp in R for v in comp)
+    assert result.objective == total
+    assert result.info["recompute_cost"] == total - sum(g.nodes[v]["cost"] for v in stages)
+    return peak
+
+
+@few
+@given(problems)
+def test_checkmate_lower_bounds_cpsat(p):
+    full = save_all_peak(p)
+    lowest = min_peak(p, num_workers=1).peak_bytes
+    budgets = sorted({lowest - 1, lowest, *(int(f * full) for f in FRACTIONS)})
+    for budget in budgets:
+        class_opt = solve_cpsat(p, budget, **ONE_WORKER)
+        cm = solve_checkmate(p, budget, **ONE_WORKER)
+        assert cm.status in (SolveStatus.OPTIMAL, SolveStatus.INFEASIBLE), (p.name, budget)
+        if class_opt.status.has_plan:
+            assert cm.status is SolveStatus.OPTIMAL, (p.name, budget)
+            assert cm.info["recompute_cost"] <= class_opt.objective, (p.name, budget)
+        if cm.status.has_plan:
+            assert cm.peak_bytes <= budget
+            assert replay_checkmate(p, cm) == cm.peak_bytes
+
+
+@settings(max_examples=6, deadline=None)
+@given(problems)
+def test_checkmate_ample_budget_recomputes_what_the_class_must(p):
+    # with memory to spare, the only recomputations are of values the forward cannot hand over
+    r = solve_checkmate(p, 4 * save_all_peak(p), **ONE_WORKER)
+    assert r.status is SolveStatus.OPTIMAL
+    assert r.info["recompute_cost"] == evaluate(p, save_all_set(p)).cost
+
+
+def chain_with_skip() -> nx.DiGraph:
+    # a -> b -> c -> d and a -> d; sizes 1, 2, 2, 1 bytes; costs 3, 5, 7, 11
+    g = nx.DiGraph()
+    for v, mem, cost in [("a", 1, 3), ("b", 2, 5), ("c", 2, 7), ("d", 1, 11)]:
+        g.add_node(v, mem_bytes=mem, cost=cost)
+    g.add_edges_from([("a", "b"), ("b", "c"), ("c", "d"), ("a", "d")])
+    return g
+
+
+@pytest.mark.parametrize(
+    "budget, status, objective, peak, last_stage",
+    [
+        # keep everything: stage c holds a, b, c = 5 bytes
+        (5, SolveStatus.OPTIMAL, 26.0, 5, ["d"]),
+        # stage c holds b, c = 4, so a is dropped and recomputed in stage d (c, a, d = 4)
+        (4, SolveStatus.OPTIMAL, 29.0, 4, ["a", "d"]),
+        # computing c needs b and c live: 4 bytes
+        (3, SolveStatus.INFEASIBLE, None, None, None),
+    ],
+)
+def test_checkmate_hand_computed_chain(budget, status, objective, peak, last_stage):
+    r = solve_checkmate_dag(
+        chain_with_skip(), ["a", "b", "c", "d"], budget, cost_attr="cost", mem_attr="mem_bytes"
+    )
+    assert r.status is status
+    if status.has_plan:
+        assert r.objective == objective
+        assert r.info["recompute_cost"] == objective - 26.0
+        assert r.peak_bytes == peak
+        assert r.info["R"][:3] == [["a"], ["b"], ["c"]]
+        assert r.info["R"][3] == last_stage
+
+
+def test_checkmate_dag_rejects_an_order_against_an_edge():
+    with pytest.raises(ProblemError, match="against the order"):
+        solve_checkmate_dag(chain_with_skip(), ["b", "a", "c", "d"], 10)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _attrs(phase: str, **kw) -> dict:
+    fwd = phase == "fwd"
+    a = dict(
+        phase=phase,
+        mem_bytes=16,
+        transient_bytes=0,
+        cost=1,
+        recomputable=fwd,
+        required=fwd,
+        savable=fwd,
+        pinned=False,
+        tied_to=None,
+    )
+    a.update(kw)
+    return a
+
+
+def tiny_graph() -> nx.DiGraph:
+    """f0 -> f1 -> b0 -> b1, f0 -> b1."""
+    g = nx.DiGraph()
+    for v in ("f0", "f1"):
+        g.add_node(v, **_attrs("fwd"))
+    for v in ("b0", "b1"):
+        g.add_node(v, **_attrs("bwd"))
+    g.add_edges_from([("f0", "f1"), ("f1", "b0"), ("b0", "b1"), ("f0", "b1")])
+    return g
+
+
+def make(g: nx.DiGraph) -> RematProblem:
+    return RematProblem(g, ("f0", "f1"), ("b0", "b1"))
+
+
+def test_tiny_graph_is_valid():
+    assert make(tiny_graph()).candidates() == ["f0", "f1"]
+
+
+def _edge_against_order(g):
+    g.remove_edge("f0", "f1")
+    g.add_edge("f1", "f0")
+
+
+def _missing_attribute(g):
+    del g.nodes["f1"]["cost"]
+
+
+def _savable_not_required(g):
+    g.nodes["f1"].update(required=False, savable=True)
+
+
+def _forward_reads_backward(g):
+    g.add_edge("b0", "f1")
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (_edge_against_order, "against the order"),
+        (_missing_attribute, "lacks attributes"),
+        (_savable_not_required, "savable but not required"),
+        (_forward_reads_backward, "reads backward node"),
+    ],
+)
+def test_problem_rejects_bad_graphs(corrupt, message):
+    g = tiny_graph()
+    corrupt(g)
+    with pytest.raises(ProblemError, match=message):
+        make(g)
+
+
+def test_get_solver_rejects_unknown_name():
+    with pytest.raises(KeyError) as err:
+        get_solver("no-such-solver")
+    for name in ("cpsat", "bruteforce", "checkmate", "save_all"):
+        assert name in str(err.value)
+    assert get_solver("checkmate") is solve_checkmate
+
+
+# --------------------------------------------------------------------------- layering
+
+
+def test_solver_layer_imports_no_torch():
+    # The top-level graphremat package imports its torch backend, so the parent is replaced by a
+    # bare package object: what is checked is every module of the solver layer itself.
+    parent_dir = importlib.util.find_spec("graphremat").submodule_search_locations[0]
+    code = textwrap.dedent(
+        f"""
+        import importlib, pkgutil, sys, types
+        parent = types.ModuleType("graphremat")
+        parent.__path__ = [{parent_dir!r}]
+        sys.modules["graphremat"] = parent
+        import graphremat.solvers as layer
+        names = [m.name for m in pkgutil.iter_modules(layer.__path__)]
+        for name in names:
+            importlib.import_module("graphremat.solvers." + name)
+        assert {{"checkmate", "cpsat", "problem", "registry"}} <= set(names), names
+        layer.get_solver("checkmate")
+        torch = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        assert not torch, torch[:5]
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
