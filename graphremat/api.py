@@ -25,6 +25,7 @@ def compile(
     seed: int = 0,
     num_workers: int = 1,
     log_progress: bool = False,
+    calibrate: bool | str = "auto",
     fullgraph: bool = False,
     dynamic: bool | None = False,
 ):
@@ -34,10 +35,12 @@ def compile(
     of the step's peak without rematerialization. Returns the ``torch.compile``d model; its
     ``graphremat_plans`` attribute lists the plan of each compiled region (filled on first call).
     Raises :class:`~graphremat.InfeasibleBudget` (with ``min_feasible_bytes``) when no plan fits.
+    ``calibrate`` ("auto", True, False): run each op of the captured graph once on real tensors to
+    measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
     """
     options = Options.make(
         budget, solver=solver, codegen=codegen, time_limit_s=time_limit_s, fallback=fallback,
-        seed=seed, num_workers=num_workers, log_progress=log_progress,
+        seed=seed, num_workers=num_workers, log_progress=log_progress, calibrate=calibrate,
     )
     if not callable(model):
         raise GraphRematError(f"compile() takes an nn.Module or a callable, not {type(model).__name__}")

@@ -1,0 +1,134 @@
+"""Options, errors and fallbacks of the public API (small models, codegen="eager")."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import graphremat
+from e2e import assert_matches, reference, train_step
+from graphremat.solvers import SolveResult, SolveStatus
+
+
+class Small(nn.Module):
+    def __init__(self, depth=8):
+        super().__init__()
+        layers = [nn.Linear(16, 128)]
+        for _ in range(depth - 1):
+            layers += [nn.Tanh(), nn.Linear(128, 128)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).square().mean()
+
+
+@pytest.fixture
+def small():
+    torch.manual_seed(0)
+    return Small(), (torch.randn(512, 16),)
+
+
+def _no_plan_solver(problem, budget_bytes, **_):
+    return SolveResult("timeout-stub", SolveStatus.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"solver": "gurobi"}, "cpsat"),
+        ({"codegen": "tvm"}, "inductor"),
+        ({"time_limit_s": 0}, "positive"),
+        ({"time_limit_s": float("nan")}, "positive"),
+        ({"time_limit_s": "10"}, "positive"),
+        ({"fallback": "silently"}, "pytorch"),
+        ({"num_workers": 0}, "num_workers"),
+        ({"calibrate": "sometimes"}, "calibrate"),
+    ],
+)
+def test_bad_options_raise_config_error(small, kwargs, fragment):
+    model, _ = small
+    with pytest.raises(graphremat.ConfigError, match=fragment):
+        graphremat.compile(model, budget=0.5, **kwargs)
+
+
+def test_unknown_option_names_the_accepted_ones():
+    with pytest.raises(graphremat.ConfigError, match="time_limit_s"):
+        graphremat.Options.make(0.5, time_limit=3)
+
+
+def test_infeasible_budget_is_raised_as_itself_with_the_minimum(small):
+    model, inputs = small
+    plan = graphremat.plan(model, *inputs, budget=1.0)
+    cmodel = graphremat.compile(copy.deepcopy(model), budget=plan.fixed_bytes, codegen="eager")
+    with pytest.raises(graphremat.InfeasibleBudget) as info:
+        cmodel(*inputs)
+    assert info.value.min_feasible_bytes == plan.min_feasible_bytes
+    # and the minimum it names does work
+    mine = copy.deepcopy(model)
+    cm = graphremat.compile(mine, budget=info.value.min_feasible_bytes, codegen="eager")
+    assert_matches(reference(model, inputs), mine, train_step(cm, inputs))
+
+
+def test_solver_without_plan_fails_clearly_or_falls_back_with_a_warning(small):
+    model, inputs = small
+    plan = graphremat.plan(model, *inputs, budget=1.0)
+    cm = graphremat.compile(copy.deepcopy(model), budget=plan.min_feasible_bytes, codegen="eager",
+                            solver=_no_plan_solver)
+    # the smallest-peak plan fits, so graphremat uses it rather than failing
+    cm(*inputs).backward()
+    assert cm.graphremat_plans[-1].solver == "cpsat(min-peak)"
+    tight = plan.min_feasible_bytes - 1
+    cm = graphremat.compile(copy.deepcopy(model), budget=tight, codegen="eager",
+                            solver=_no_plan_solver)
+    with pytest.raises(graphremat.InfeasibleBudget):
+        cm(*inputs)
+    mine = copy.deepcopy(model)
+    cm = graphremat.compile(mine, budget=tight, codegen="eager", solver=_no_plan_solver,
+                            fallback="pytorch")
+    with pytest.warns(RuntimeWarning, match="NOT enforced"):
+        loss = train_step(cm, inputs)
+    assert_matches(reference(model, inputs), mine, loss)
+    assert cm.graphremat_plans == []
+
+
+def test_string_backend_requires_a_budget(small):
+    model, inputs = small
+    cm = torch.compile(copy.deepcopy(model), backend="graphremat")
+    with pytest.raises(Exception) as info:
+        cm(*inputs)
+    inner = getattr(info.value, "inner_exception", info.value)
+    assert isinstance(inner, graphremat.ConfigError) and "budget" in str(inner)
+
+
+def test_plan_is_deterministic(small):
+    model, inputs = small
+    base = graphremat.plan(model, *inputs, budget=1.0)
+    budget = (base.min_feasible_bytes + base.unconstrained_peak_bytes) // 2
+    p1 = graphremat.plan(model, *inputs, budget=budget)
+    p2 = graphremat.plan(model, *inputs, budget=budget)
+    assert p1.recomputed
+    assert (p1.saved, p1.recomputed, p1.predicted_peak_bytes) == (p2.saved, p2.recomputed,
+                                                                  p2.predicted_peak_bytes)
+
+
+def test_cost_never_rises_with_the_budget(small):
+    model, inputs = small
+    base = graphremat.plan(model, *inputs, budget=1.0)
+    lo, hi = base.min_feasible_bytes, base.unconstrained_peak_bytes
+    costs = []
+    for k in range(5):
+        p = graphremat.plan(model, *inputs, budget=lo + (hi - lo) * k // 4)
+        assert p.predicted_peak_bytes <= p.budget_bytes
+        costs.append(p.recompute_cost_ns)
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    assert base.recomputed == () and base.recompute_flops == 0
+
+
+def test_no_warning_on_the_happy_path(small):
+    model, inputs = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        cm = graphremat.compile(copy.deepcopy(model), budget=0.9, codegen="eager")
+        cm(*inputs).backward()
