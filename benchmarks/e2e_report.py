@@ -16,9 +16,10 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import graphremat  # noqa: E402
 from e2e import assert_matches, compiled_step, measured_peak, reference  # noqa: E402
 from models import MODEL_FACTORIES  # noqa: E402
+
+import graphremat  # noqa: E402
 
 MiB = 2**20
 

@@ -15,8 +15,8 @@ from .errors import (  # noqa: E402
     SolverFailed,
     UnsupportedGraph,
 )
-from .report import Plan  # noqa: E402
 from .planner import ConfigError, Options  # noqa: E402
+from .report import Plan  # noqa: E402
 
 __all__ = [
     "Budget",

@@ -9,8 +9,8 @@ import torch
 
 from .backend import GraphrematBackend
 from .errors import GraphRematError, UnsupportedGraph
-from .report import Plan
 from .planner import Options, PlanReady
+from .report import Plan
 from .solvers.result import SolveResult
 
 

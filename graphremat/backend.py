@@ -15,8 +15,8 @@ import torch
 
 from . import _private as P
 from .errors import GraphRematError
-from .report import Plan
 from .planner import ConfigError, Options, Partitioner
+from .report import Plan
 
 #: the most recent plans made through the string backend (where no handle is returned)
 RECENT_PLANS: deque[Plan] = deque(maxlen=64)
@@ -44,9 +44,13 @@ class GraphrematBackend:
         from torch._inductor import config as inductor_config
         from torch._inductor.compile_fx import compile_fx
 
+        from torch._functorch import config as functorch_config
+
+        # the AOTAutograd cache would skip the partitioner (and so the plan and its report);
+        # Inductor's FX graph cache still reuses kernels, keyed by the partitioner's uuid()
         with inductor_config.patch(
             custom_partitioner_fn=self.partitioner, reorder_for_peak_memory=False
-        ):
+        ), functorch_config.patch(enable_autograd_cache=False):
             return compile_fx(gm, example_inputs)
 
 

@@ -358,6 +358,9 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
             g.nodes[r.name]["pinned"] = True
 
     problem = RematProblem(g, tuple(fwd_order), tuple(bwd_order), primal_bytes, name=name)
+    for n in nodes:  # the typed record, for anyone inspecting the graph later
+        if n.name in info:
+            n.meta["graphremat"] = info[n.name]
     sym_fwd = [
         n.name
         for n in nodes

@@ -6,8 +6,8 @@ with plain-number annotations plus the fixed forward and backward orders) and re
 """
 
 from .problem import Evaluation, RematProblem, evaluate
-from .result import SolveResult, SolveStatus
 from .registry import SOLVERS, get_solver
+from .result import SolveResult, SolveStatus
 
 __all__ = [
     "Evaluation",

@@ -21,6 +21,10 @@ Memory model (the one of the Checkmate and Moccasin experiments): while a node r
 and its output are live (plus its transient bytes); a value is freed after its last consumer in
 the stage; ``U[t,k] <= budget - fixed_bytes``. Objective: minimise ``sum cost[k] * R[t,k]``.
 Bytes are divided by their gcd (exact, no rounding); non-integral costs are scaled and rounded up.
+Beyond the paper, two dominance rules that keep an optimum: a value is never both resident and
+recomputed in a stage, and a value computed (other than the stage's own node) or resident in a
+stage is read in it or kept for the next; so S is exactly what the R schedule needs. The
+checkpoint-all schedule is given to CP-SAT as a hint.
 
 Invariants: a returned plan replays within the budget (else :class:`ModelMismatch`), and the
 replayed peak equals the model's (``info["model_peak_bytes"]``).
@@ -167,7 +171,9 @@ def _problem_graph(problem: RematProblem) -> CheckmateGraph:
     barred = frozenset(
         (first_bwd, pos[v])
         for v in problem.fwd_order
-        if problem.num_bwd and v in stage_of and not g.nodes[v]["savable"]
+        if problem.num_bwd
+        and v in stage_of
+        and not g.nodes[v]["savable"]
         and not g.nodes[v]["pinned"]
     )
     return CheckmateGraph(
@@ -470,8 +476,11 @@ def _solve(
             S_sets[t].add(i)
     peak, _ = _replay(cg, R_sets, S_sets)
     model_peak = cg.fixed_bytes + built.byte_unit * max(
-        (solver.value(u) + cg.transient_bytes[k] // built.byte_unit for (t, k), u in built.U.items()
-         if k in R_sets[t]),
+        (
+            solver.value(u) + cg.transient_bytes[k] // built.byte_unit
+            for (t, k), u in built.U.items()
+            if k in R_sets[t]
+        ),
         default=0,
     )
     if peak > budget_bytes or peak != model_peak:

@@ -28,9 +28,13 @@ class StepResult:
     buffers: dict[str, torch.Tensor]
 
 
-def reference(model, inputs) -> StepResult:
+def reference(model, inputs, inductor: bool = False) -> StepResult:
+    """One step of eager, or (``inductor=True``) of plain ``torch.compile`` with PyTorch's own
+    partitioner: Inductor's fused kernels differ from eager by rounding (e.g. ~3e-5 on the
+    ResNet's first conv gradient), so Inductor runs are compared with Inductor."""
     ref = copy.deepcopy(model)
-    loss = train_step(ref, inputs)
+    runner = torch.compile(ref, backend="inductor") if inductor else ref
+    loss = train_step(runner, inputs)
     return StepResult(
         loss,
         {n: p.grad.clone() for n, p in ref.named_parameters()},

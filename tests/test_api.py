@@ -5,11 +5,11 @@ import warnings
 
 import pytest
 import torch
+from e2e import assert_matches, reference, train_step
+from graphremat.solvers import SolveResult, SolveStatus
 from torch import nn
 
 import graphremat
-from e2e import assert_matches, reference, train_step
-from graphremat.solvers import SolveResult, SolveStatus
 
 
 class Small(nn.Module):

@@ -6,6 +6,10 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from graphremat.solvers.bruteforce import solve_bruteforce
+from graphremat.solvers.cpsat import min_peak, solve_cpsat
+from graphremat.solvers.problem import evaluate, must_save_set, save_all_set
+from joint import joint_graph
 from torch import nn
 
 from graphremat.calibrate import annotate_workspace
@@ -13,10 +17,6 @@ from graphremat.capture import capture_joint
 from graphremat.passes import split_dropout
 from graphremat.rewrite import rewrite
 from graphremat.simulate import simulate
-from graphremat.solvers.bruteforce import solve_bruteforce
-from graphremat.solvers.cpsat import min_peak, solve_cpsat
-from graphremat.solvers.problem import evaluate, must_save_set, save_all_set
-from joint import joint_graph
 
 
 class Tiny(nn.Module):

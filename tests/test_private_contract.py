@@ -1,0 +1,63 @@
+"""Contract tests for the private PyTorch APIs graphremat relies on (graphremat/_private.py).
+
+If a torch upgrade breaks one of these, this file says which assumption moved."""
+
+import inspect
+
+import torch
+
+from graphremat import _private as P
+
+
+def test_extract_fwd_bwd_modules_signature():
+    params = inspect.signature(P._extract_fwd_bwd_modules).parameters
+    for name in ("joint_module", "saved_values", "saved_sym_nodes", "num_fwd_outputs",
+                 "static_lifetime_input_nodes"):
+        assert name in params
+
+
+def test_saved_tensor_no_vc_check_flag_is_honoured():
+    src = inspect.getsource(P._extract_fwd_bwd_modules)
+    assert "saved_tensor_with_no_vc_check" in src
+
+
+def test_placeholder_classifiers():
+    g = torch.fx.Graph()
+    primal = g.placeholder("primals_1")
+    tangent = g.placeholder("tangents_1")
+    assert P._is_primal(primal) and not P._is_primal(tangent)
+    assert P._is_tangent(tangent) and not P._is_tangent(primal)
+
+
+def test_custom_partitioner_hook_exists():
+    from torch._inductor import config
+
+    assert hasattr(config, "custom_partitioner_fn")
+    assert hasattr(config, "reorder_for_peak_memory")
+    assert hasattr(P.CustomPartitionerFn, "uuid")
+
+
+def test_flop_registry_has_matmul_and_conv():
+    aten = torch.ops.aten
+    assert aten.mm in P.flop_registry and aten.convolution in P.flop_registry
+
+
+def test_storage_identity_of_fake_views():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(4, 4)
+        v = x.view(16)
+        y = x + 1
+    assert P.StorageWeakRef(v.untyped_storage()) == P.StorageWeakRef(x.untyped_storage())
+    assert P.StorageWeakRef(y.untyped_storage()) != P.StorageWeakRef(x.untyped_storage())
+
+
+def test_unset_fake_temporarily_is_a_context_manager():
+    with P.unset_fake_temporarily():
+        assert torch.ones(1).sum().item() == 1.0
+
+
+def test_boxed_nop_and_aot_autograd():
+    assert callable(P.boxed_nop) and callable(P.aot_autograd)
+    assert "num_fwd_outputs" in inspect.signature(P.default_partition).parameters
