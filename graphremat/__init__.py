@@ -2,11 +2,12 @@
 
     cmodel = graphremat.compile(model, budget="1.5GiB")   # or 0.5, or 1_500_000_000
     p = graphremat.plan(model, x, budget=0.5)              # solve only
+
+Torch-dependent entry points load lazily, so ``import graphremat.solvers`` stays torch-free.
 """
 
 __version__ = "0.1.0"
 
-from .api import compile, plan  # noqa: E402
 from .budget import Budget, format_bytes, parse_budget  # noqa: E402
 from .errors import (  # noqa: E402
     BudgetError,
@@ -15,8 +16,15 @@ from .errors import (  # noqa: E402
     SolverFailed,
     UnsupportedGraph,
 )
-from .planner import ConfigError, Options  # noqa: E402
-from .report import Plan  # noqa: E402
+
+_LAZY = {
+    "compile": "api",
+    "plan": "api",
+    "Plan": "report",
+    "Options": "planner",
+    "ConfigError": "planner",
+    "measure_peak_memory": "measure",
+}
 
 __all__ = [
     "Budget",
@@ -38,8 +46,15 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "measure_peak_memory":
-        from .measure import measure_peak_memory
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'graphremat' has no attribute {name!r}")
+    import importlib
 
-        return measure_peak_memory
-    raise AttributeError(f"module 'graphremat' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -278,5 +278,6 @@ def make_plan(
         codegen=options.codegen,
         timeline=sim.timeline,
         saved_bytes=saved_bytes,
+        min_feasible_proven=minimum().optimal,
     )
     return fw, bw, plan

@@ -38,6 +38,7 @@ class Plan:
     codegen: str
     timeline: tuple[tuple[str, str, int], ...] = field(default=(), repr=False)
     saved_bytes: int = 0
+    min_feasible_proven: bool = False  # False: the smallest peak found in the time limit
 
     def summary(self) -> str:
         lines = [
@@ -46,7 +47,8 @@ class Plan:
             f"  budget               {format_bytes(self.budget_bytes)}",
             f"  predicted peak       {format_bytes(self.predicted_peak_bytes)}",
             f"  unconstrained peak   {format_bytes(self.unconstrained_peak_bytes)}",
-            f"  min feasible budget  {format_bytes(self.min_feasible_bytes)}",
+            f"  min feasible budget  {format_bytes(self.min_feasible_bytes)}"
+            + (" (proven)" if self.min_feasible_proven else " (best found, not proven)"),
             f"  resident (params, inputs) {format_bytes(self.fixed_bytes)}",
             f"  saved for backward   {len(self.saved)} values, {format_bytes(self.saved_bytes)}",
             f"  recomputed           {len(self.recomputed)} values, "
