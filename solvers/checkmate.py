@@ -60,15 +60,10 @@ from ortools.sat.python import cp_model
 from .cpsat import ModelMismatch
 from .problem import ProblemError, RematProblem
 from .result import SolveResult, SolveStatus
+from .sat import STATUS, make_solver
 
 log = logging.getLogger("graphremat")
 
-_STATUS = {
-    cp_model.OPTIMAL: SolveStatus.OPTIMAL,
-    cp_model.FEASIBLE: SolveStatus.FEASIBLE,
-    cp_model.INFEASIBLE: SolveStatus.INFEASIBLE,
-    cp_model.UNKNOWN: SolveStatus.UNKNOWN,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,21 +419,6 @@ def _add_hint(built: _Model, cg: CheckmateGraph, r_dom: set, s_dom: set) -> None
 # ---------------------------------------------------------------------------------- solving
 
 
-def _solver(time_limit_s: float, seed: int, num_workers: int, log_progress: bool):
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    p.max_time_in_seconds = float(time_limit_s)
-    p.random_seed = int(seed)
-    p.num_workers = int(num_workers)
-    # No interleave_search: on this model it is ~5x slower, and with a hint OR-Tools 9.15 aborts
-    # the process ("Check failed: heuristics.fixed_search != nullptr", google/or-tools#5025).
-    # So with several workers the plan may vary between runs; an optimal objective does not.
-    p.log_search_progress = bool(log_progress)
-    if log_progress:
-        solver.log_callback = log.info
-    return solver
-
-
 def _solve(
     cg: CheckmateGraph,
     budget_bytes: int,
@@ -454,14 +434,14 @@ def _solve(
         return SolveResult("checkmate", SolveStatus.INFEASIBLE, wall_s=wall), [], []
     built = build_model(cg, budget_bytes)
     _add_hint(built, cg, set(built.R), set(built.S))
-    solver = _solver(time_limit_s, seed, num_workers, log_progress)
+    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
     code = solver.solve(built.model)
     wall = time.perf_counter() - t0
     proto = built.model.proto
     sizes = {"num_variables": len(proto.variables), "num_constraints": len(proto.constraints)}
     if code == cp_model.MODEL_INVALID:
         raise ModelMismatch(f"CP-SAT rejected the Checkmate model: {built.model.validate()}")
-    status = _STATUS[code]
+    status = STATUS[code]
     if not status.has_plan:
         return SolveResult("checkmate", status, wall_s=wall, **sizes), [], []
 

@@ -28,15 +28,10 @@ from ortools.sat.python import cp_model
 
 from .problem import RematProblem, evaluate, save_all_set
 from .result import SolveResult, SolveStatus
+from .sat import STATUS, make_solver
 
 log = logging.getLogger("graphremat")
 
-_STATUS = {
-    cp_model.OPTIMAL: SolveStatus.OPTIMAL,
-    cp_model.FEASIBLE: SolveStatus.FEASIBLE,
-    cp_model.INFEASIBLE: SolveStatus.INFEASIBLE,
-    cp_model.UNKNOWN: SolveStatus.UNKNOWN,
-}
 
 
 class ModelMismatch(RuntimeError):
@@ -241,20 +236,6 @@ def _hint_save_all(built: _Model, problem: RematProblem) -> None:
         built.model.add_hint(var, v in keep)
 
 
-def _solver(time_limit_s: float, seed: int, num_workers: int, log_progress: bool):
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    p.max_time_in_seconds = float(time_limit_s)
-    p.random_seed = int(seed)
-    p.num_workers = int(num_workers)
-    # one worker: deterministic plans for a fixed seed (every rank makes the same plan), and on
-    # small machines the fastest setting measured (interleave_search was 10x slower)
-    p.log_search_progress = bool(log_progress)
-    if log_progress:
-        solver.log_callback = log.info
-    return solver
-
-
 def solve_cpsat(
     problem: RematProblem,
     budget_bytes: int,
@@ -268,14 +249,14 @@ def solve_cpsat(
     t0 = time.perf_counter()
     built = build_model(problem, budget_bytes)
     _hint_save_all(built, problem)
-    solver = _solver(time_limit_s, seed, num_workers, log_progress)
+    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
     code = solver.solve(built.model)
     wall = time.perf_counter() - t0
     proto = built.model.proto
     sizes = {"num_variables": len(proto.variables), "num_constraints": len(proto.constraints)}
     if code == cp_model.MODEL_INVALID:
         raise ModelMismatch(f"CP-SAT rejected the model: {built.model.validate()}")
-    status = _STATUS[code]
+    status = STATUS[code]
     if not status.has_plan:
         return SolveResult("cpsat", status, wall_s=wall, **sizes)
     saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
@@ -325,7 +306,7 @@ def min_peak(
     t0 = time.perf_counter()
     built = build_model(problem, None)
     _hint_save_all(built, problem)
-    solver = _solver(time_limit_s, seed, num_workers, log_progress)
+    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
     code = solver.solve(built.model)
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise ModelMismatch(f"min-peak model found no plan (status {solver.status_name(code)})")
