@@ -68,17 +68,21 @@ def test_eager_codegen(setups, name, frac):
 @pytest.mark.slow
 @pytest.mark.parametrize("frac", [0.7, "min"])
 @pytest.mark.parametrize("name", FAMILIES)
-def test_inductor_codegen(setups, name, frac, monkeypatch):
+def test_inductor_codegen(setups, name, frac):
     """Gradients equal plain torch.compile's (Inductor with PyTorch's partitioner); measured peak
     within the budget."""
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    _run(setups, name, frac, "inductor")
+    with torch._inductor.config.patch(fallback_random=True):
+        _run(setups, name, frac, "inductor")
 
 
 @pytest.mark.parametrize("codegen", ["eager", "inductor"])
-def test_dropout_at_the_tightest_budget(codegen, monkeypatch):
+def test_dropout_at_the_tightest_budget(codegen):
     """Random ops are never recomputed: the masks match eager with the same seed."""
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    with torch._inductor.config.patch(fallback_random=True):
+        _dropout_at_the_tightest_budget(codegen)
+
+
+def _dropout_at_the_tightest_budget(codegen):
     model, inputs = MODEL_FACTORIES["dropout_mlp"]()
     ref = reference(model, inputs, inductor=codegen == "inductor")
     p = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen)
