@@ -19,14 +19,14 @@ from torch import nn
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
+from graphremat.solvers.checkmate import solve_checkmate  # noqa: E402
+from graphremat.solvers.cpsat import min_peak, solve_cpsat  # noqa: E402
+from graphremat.solvers.problem import evaluate, save_all_set  # noqa: E402
 from joint import joint_graph  # noqa: E402
 
 from graphremat.calibrate import annotate_workspace  # noqa: E402
 from graphremat.capture import capture_joint  # noqa: E402
 from graphremat.passes import split_dropout  # noqa: E402
-from graphremat.solvers.checkmate import solve_checkmate  # noqa: E402
-from graphremat.solvers.cpsat import min_peak, solve_cpsat  # noqa: E402
-from graphremat.solvers.problem import evaluate, save_all_set  # noqa: E402
 
 
 class Chain(nn.Module):
@@ -54,8 +54,13 @@ class Block(nn.Module):
 
 def main() -> None:
     torch.manual_seed(0)
-    cases = {"chain4": (Chain(), torch.randn(256, 64)), "mlp_block": (Block(), torch.randn(256, 64))}
-    print("| graph | storages | budget (frac of no-remat) | graphremat cost | Checkmate cost | gap |")
+    cases = {
+        "chain4": (Chain(), torch.randn(256, 64)),
+        "mlp_block": (Block(), torch.randn(256, 64)),
+    }
+    print(
+        "| graph | storages | budget (frac of no-remat) | graphremat cost | Checkmate cost | gap |"
+    )
     print("|---|---|---|---|---|---|")
     for name, (model, x) in cases.items():
         joint, nfo = joint_graph(model, x)
@@ -70,10 +75,16 @@ def main() -> None:
             ours = solve_cpsat(p, budget, time_limit_s=60)
             cm = solve_checkmate(p, budget, time_limit_s=120, num_workers=2)
             ref = cm.info.get("recompute_cost", float("nan"))
-            gap = (ours.objective - ref) / ours.objective if ours.status.has_plan and ours.objective else 0.0
-            print(f"| {name} | {p.graph.number_of_nodes()} | {budget / hi:.3f} | "
-                  f"{ours.objective:.0f} ({ours.status.value}) | {ref:.0f} ({cm.status.value}) | "
-                  f"{gap:.1%} |")
+            gap = (
+                (ours.objective - ref) / ours.objective
+                if ours.status.has_plan and ours.objective
+                else 0.0
+            )
+            print(
+                f"| {name} | {p.graph.number_of_nodes()} | {budget / hi:.3f} | "
+                f"{ours.objective:.0f} ({ours.status.value}) | {ref:.0f} ({cm.status.value}) | "
+                f"{gap:.1%} |"
+            )
         print(f"| {name} | | graphremat minimum peak {lo / hi:.3f} of no-remat | | | |")
 
 

@@ -46,8 +46,10 @@ def main() -> None:
                 mine, cmodel, loss, plan = compiled_step(model, inputs, budget, "eager")
                 wall = time.perf_counter() - t0
             except graphremat.InfeasibleBudget as e:
-                rows.append(f"| {name} | {frac} | {base.num_joint_nodes} | {base.num_candidates} | "
-                            f"| infeasible (min {e.min_feasible_bytes / MiB:.2f} MiB) | | | | | | | | |")
+                rows.append(
+                    f"| {name} | {frac} | {base.num_joint_nodes} | {base.num_candidates} | "
+                    f"| infeasible (min {e.min_feasible_bytes / MiB:.2f} MiB) | | | | | | | | |"
+                )
                 continue
             assert_matches(ref, mine, loss)
             peak = measured_peak(mine, cmodel, inputs)
@@ -62,8 +64,10 @@ def main() -> None:
             )
             del wall
     rows.append("")
-    rows.append("plan s: capture + calibration + solve + min-peak solve + rewrite + replay. "
-                "* = minimum not proven within its time limit.")
+    rows.append(
+        "plan s: capture + calibration + solve + min-peak solve + rewrite + replay. "
+        "* = minimum not proven within its time limit."
+    )
     text = "\n".join(rows)
     print(text)
     if args.out:

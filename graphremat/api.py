@@ -39,11 +39,20 @@ def compile(
     measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
     """
     options = Options.make(
-        budget, solver=solver, codegen=codegen, time_limit_s=time_limit_s, fallback=fallback,
-        seed=seed, num_workers=num_workers, log_progress=log_progress, calibrate=calibrate,
+        budget,
+        solver=solver,
+        codegen=codegen,
+        time_limit_s=time_limit_s,
+        fallback=fallback,
+        seed=seed,
+        num_workers=num_workers,
+        log_progress=log_progress,
+        calibrate=calibrate,
     )
     if not callable(model):
-        raise GraphRematError(f"compile() takes an nn.Module or a callable, not {type(model).__name__}")
+        raise GraphRematError(
+            f"compile() takes an nn.Module or a callable, not {type(model).__name__}"
+        )
     backend = GraphrematBackend(options)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
@@ -104,8 +113,6 @@ def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, 
         if isinstance(found, GraphRematError):
             raise found.with_traceback(None) from None
         raise
-    finally:
-        torch._dynamo.reset()
     raise UnsupportedGraph(
         "no training graph was captured: make sure the model is in train mode, has parameters "
         "that require grad, grad mode is enabled, and the forward returns a tensor"

@@ -41,16 +41,18 @@ class GraphrematBackend:
                 partition_fn=self.partitioner,
             )
             return backend(gm, example_inputs)
+        from torch._functorch import config as functorch_config
         from torch._inductor import config as inductor_config
         from torch._inductor.compile_fx import compile_fx
 
-        from torch._functorch import config as functorch_config
-
         # the AOTAutograd cache would skip the partitioner (and so the plan and its report);
         # Inductor's FX graph cache still reuses kernels, keyed by the partitioner's uuid()
-        with inductor_config.patch(
-            custom_partitioner_fn=self.partitioner, reorder_for_peak_memory=False
-        ), functorch_config.patch(enable_autograd_cache=False):
+        with (
+            inductor_config.patch(
+                custom_partitioner_fn=self.partitioner, reorder_for_peak_memory=False
+            ),
+            functorch_config.patch(enable_autograd_cache=False),
+        ):
             return compile_fx(gm, example_inputs)
 
 

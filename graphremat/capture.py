@@ -169,7 +169,8 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         if n.op == "call_function" and n not in required:
             tag_bwd = n.meta.get("partitioner_tag") == "is_backward" or P._must_be_in_backward(n)
             if tag_bwd or any(
-                (a in bwd) or (a.op == "placeholder" and P._is_tangent(a)) for a in n.all_input_nodes
+                (a in bwd) or (a.op == "placeholder" and P._is_tangent(a))
+                for a in n.all_input_nodes
             ):
                 bwd.add(n)
     live_bwd: set[fx.Node] = set()  # backward nodes that reach a gradient (others are dead)
@@ -277,15 +278,21 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         # members that are views of this storage must be recomputable too
         reason = _never_recompute_reason(n)
         flops = _flops(n)
-        moved = nbytes + transient + sum(
-            _nbytes(v)
-            for a in n.all_input_nodes
-            for v in _tensor_vals(a.meta.get("val"))
-            if v is not None
+        moved = (
+            nbytes
+            + transient
+            + sum(
+                _nbytes(v)
+                for a in n.all_input_nodes
+                for v in _tensor_vals(a.meta.get("val"))
+                if v is not None
+            )
         )
         kind = ROOFLINE[_device_kind(vals)]
         seconds = max(flops / kind["flops_per_s"], moved / kind["bytes_per_s"])
-        cost_ns = 0 if n.target is operator.getitem else max(_OP_OVERHEAD_NS, math.ceil(seconds * 1e9))
+        cost_ns = (
+            0 if n.target is operator.getitem else max(_OP_OVERHEAD_NS, math.ceil(seconds * 1e9))
+        )
         is_req = n in required
         tied = None
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):
@@ -336,8 +343,11 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         parent = a["tied_to"]
         if parent is not None and not g.nodes[parent]["recomputable"] and a["recomputable"]:
             a["recomputable"] = False
-            info[v] = replace(info[v], recomputable=False, reason=f"is an output of {parent}, which "
-                              + info[parent].reason)
+            info[v] = replace(
+                info[v],
+                recomputable=False,
+                reason=f"is an output of {parent}, which " + info[parent].reason,
+            )
 
     # -- a forward node that cannot be recomputed must run in the forward: make it (and its
     #    ancestors) required

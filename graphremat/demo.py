@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     step()  # compile, and warm up
     compiled_model.zero_grad(set_to_none=True)
     peak = measure_peak_memory(step, compiled_model, x, y)
-    print(f"measured peak of the compiled step: {format_bytes(peak)} ({peak} bytes); "
-          f"budget {format_bytes(plan.budget_bytes)}: {'OK' if peak <= plan.budget_bytes else 'EXCEEDED'}")
+    print(
+        f"measured peak of the compiled step: {format_bytes(peak)} ({peak} bytes); "
+        f"budget {format_bytes(plan.budget_bytes)}: {'OK' if peak <= plan.budget_bytes else 'EXCEEDED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,12 @@ class Options:
         if self.codegen not in CODEGENS:
             raise ConfigError(f"codegen={self.codegen!r}; choose one of {CODEGENS}")
         tl = self.time_limit_s
-        if isinstance(tl, bool) or not isinstance(tl, (int, float)) or not math.isfinite(tl) or tl <= 0:
+        if (
+            isinstance(tl, bool)
+            or not isinstance(tl, (int, float))
+            or not math.isfinite(tl)
+            or tl <= 0
+        ):
             raise ConfigError(f"time_limit_s={tl!r} must be a positive number of seconds")
         if self.fallback not in FALLBACKS:
             raise ConfigError(f"fallback={self.fallback!r}; choose one of {FALLBACKS}")
@@ -84,12 +89,26 @@ class Options:
 
     def uuid(self) -> str:
         """Changes with everything that changes the plan (for Inductor's FX graph cache)."""
-        solver = self.solver if isinstance(self.solver, str) else (
-            f"{getattr(self.solver, '__module__', '')}.{getattr(self.solver, '__qualname__', repr(self.solver))}"
+        solver = (
+            self.solver
+            if isinstance(self.solver, str)
+            else (
+                f"{getattr(self.solver, '__module__', '')}.{getattr(self.solver, '__qualname__', repr(self.solver))}"
+            )
         )
         key = repr(
-            (__version__, self.budget, solver, self.codegen, self.time_limit_s, self.seed,
-             self.num_workers, self.fallback, self.calibrate, self.cost_model)
+            (
+                __version__,
+                self.budget,
+                solver,
+                self.codegen,
+                self.time_limit_s,
+                self.seed,
+                self.num_workers,
+                self.fallback,
+                self.calibrate,
+                self.cost_model,
+            )
         )
         return hashlib.sha256(key.encode()).hexdigest()
 
@@ -130,8 +149,19 @@ class Partitioner(P.CustomPartitionerFn):
                 stacklevel=2,
             )
             return P.default_partition(
-                joint, joint_inputs, num_fwd_outputs=num_fwd_outputs,
+                joint,
+                joint_inputs,
+                num_fwd_outputs=num_fwd_outputs,
                 static_lifetime_input_indices=static_idx,
+            )
+        if self.plans and not self.plan_only:
+            warnings.warn(
+                f"graphremat is planning graph #{len(self.plans) + 1} for this model (a graph break "
+                "or a recompilation). Each graph is planned under the full budget: if several run "
+                "in one training step (graph breaks), the step's peak can exceed the budget. "
+                "Compile with fullgraph=True to make the budget cover the whole step.",
+                RuntimeWarning,
+                stacklevel=2,
             )
         self.plans.append(plan)
         log.info("graphremat: %s", plan.summary().replace("\n", " |"))
@@ -175,7 +205,11 @@ def _should_calibrate(joint: fx.GraphModule, mode: bool | str) -> bool:
     if mode != "auto":
         return bool(mode)
     devs = devices(joint)
-    return bool(devs) and devs <= {"cpu", "cuda"} and graph_total_bytes(joint) <= AUTO_CALIBRATE_MAX_BYTES
+    return (
+        bool(devs)
+        and devs <= {"cpu", "cuda"}
+        and graph_total_bytes(joint) <= AUTO_CALIBRATE_MAX_BYTES
+    )
 
 
 def make_plan(
@@ -198,7 +232,10 @@ def make_plan(
 
     def emit(saved):
         fw, bw = rewrite(
-            joint, cap, saved, num_fwd_outputs=num_fwd_outputs,
+            joint,
+            cap,
+            saved,
+            num_fwd_outputs=num_fwd_outputs,
             static_lifetime_input_nodes=static_lifetime_input_nodes,
         )
         return fw, bw, simulate(fw, bw, num_user_outputs)
@@ -221,7 +258,11 @@ def make_plan(
 
     if ev_all.peak_bytes <= budget_bytes:
         result = SolveResult(
-            "save_all", SolveStatus.OPTIMAL, ev_all.saved, ev_all.cost, ev_all.cost,
+            "save_all",
+            SolveStatus.OPTIMAL,
+            ev_all.saved,
+            ev_all.cost,
+            ev_all.cost,
             ev_all.peak_bytes,
         )
     else:
@@ -243,8 +284,13 @@ def make_plan(
                 )
             ev_mp = evaluate(problem, mp.saved)
             result = SolveResult(
-                "cpsat(min-peak)", SolveStatus.FEASIBLE, ev_mp.saved, ev_mp.cost, 0.0,
-                ev_mp.peak_bytes, wall_s=result.wall_s + mp.wall_s,
+                "cpsat(min-peak)",
+                SolveStatus.FEASIBLE,
+                ev_mp.saved,
+                ev_mp.cost,
+                0.0,
+                ev_mp.peak_bytes,
+                wall_s=result.wall_s + mp.wall_s,
             )
     ev = evaluate(problem, result.saved)
     fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved else (fw, bw, sim_all)

@@ -176,8 +176,10 @@ def rewrite(
         static_lifetime_input_nodes=static_lifetime_input_nodes,
     )
     fwd_names = {
-        n.name for n in joint.graph.nodes if capture.info.get(capture.owner.get(n.name) or "", None)
-        is not None and capture.info[capture.owner[n.name]].phase == "fwd"
+        n.name
+        for n in joint.graph.nodes
+        if capture.info.get(capture.owner.get(n.name) or "", None) is not None
+        and capture.info[capture.owner[n.name]].phase == "fwd"
     }
     fwd_names |= {n.name for n in joint.graph.nodes if n.name in capture.fwd_required_fx}
     bw = reorder_backward(bw, fwd_names)

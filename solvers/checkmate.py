@@ -65,7 +65,6 @@ from .sat import STATUS, make_solver
 log = logging.getLogger("graphremat")
 
 
-
 @dataclass(frozen=True, slots=True)
 class CheckmateGraph:
     """The model's input, by position (``names[k]`` is the node at position k).

@@ -33,7 +33,6 @@ from .sat import STATUS, make_solver
 log = logging.getLogger("graphremat")
 
 
-
 class ModelMismatch(RuntimeError):
     """The CP-SAT model accepted a plan that the evaluator rejects: a bug in graphremat."""
 
@@ -150,9 +149,7 @@ def build_model(problem: RematProblem, capacity_bytes: int | None) -> _Model:
             end = m.new_int_var(num_f, horizon, f"save_end[{v}]")
             m.add(end == num_f + last[v] + 1)
             size = m.new_int_var(1, horizon, f"save_len[{v}]")
-            intervals.append(
-                m.new_optional_interval_var(start, size, end, save[v], f"saved[{v}]")
-            )
+            intervals.append(m.new_optional_interval_var(start, size, end, save[v], f"saved[{v}]"))
             demands.append(mem)
         if a["recomputable"] and (mem or tr):
             start = m.new_int_var(num_f, horizon - 1, f"re_start[{v}]")

@@ -250,7 +250,10 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
         if available(u):
             continue
         if not g.nodes[u]["recomputable"]:
-            bad = bad or f"node {u!r} is needed by the backward but can be neither saved nor recomputed"
+            bad = (
+                bad
+                or f"node {u!r} is needed by the backward but can be neither saved nor recomputed"
+            )
             continue
         recomputed.add(u)
         stack.extend(p for p in g.pred[u] if problem.is_fwd(p))

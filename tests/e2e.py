@@ -46,9 +46,13 @@ def assert_matches(ref: StepResult, model, loss) -> None:
     torch.testing.assert_close(loss, ref.loss)
     for name, p in model.named_parameters():
         assert p.grad is not None, f"no gradient for {name}"
-        torch.testing.assert_close(p.grad, ref.grads[name], msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(
+            p.grad, ref.grads[name], msg=lambda m, name=name: f"grad {name}: {m}"
+        )
     for name, b in model.named_buffers():
-        torch.testing.assert_close(b, ref.buffers[name], msg=lambda m: f"buffer {name}: {m}")
+        torch.testing.assert_close(
+            b, ref.buffers[name], msg=lambda m, name=name: f"buffer {name}: {m}"
+        )
 
 
 def compiled_step(model, inputs, budget, codegen):

@@ -16,7 +16,9 @@ def joint_graph(model, *inputs):
         got["num_fwd_outputs"] = kwargs["num_fwd_outputs"]
         return P.default_partition(joint, joint_inputs, **kwargs)
 
-    backend = P.aot_autograd(fw_compiler=P.boxed_nop, bw_compiler=P.boxed_nop, partition_fn=partition)
+    backend = P.aot_autograd(
+        fw_compiler=P.boxed_nop, bw_compiler=P.boxed_nop, partition_fn=partition
+    )
     torch._dynamo.reset()
     torch.compile(model, backend=backend)(*inputs).backward()
     torch._dynamo.reset()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import networkx as nx
-
 from graphremat.solvers.problem import RematProblem
 
 

@@ -74,19 +74,25 @@ def test_infeasible_budget_is_raised_as_itself_with_the_minimum(small):
 def test_solver_without_plan_fails_clearly_or_falls_back_with_a_warning(small):
     model, inputs = small
     plan = graphremat.plan(model, *inputs, budget=1.0)
-    cm = graphremat.compile(copy.deepcopy(model), budget=plan.min_feasible_bytes, codegen="eager",
-                            solver=_no_plan_solver)
+    cm = graphremat.compile(
+        copy.deepcopy(model),
+        budget=plan.min_feasible_bytes,
+        codegen="eager",
+        solver=_no_plan_solver,
+    )
     # the smallest-peak plan fits, so graphremat uses it rather than failing
     cm(*inputs).backward()
     assert cm.graphremat_plans[-1].solver == "cpsat(min-peak)"
     tight = plan.min_feasible_bytes - 1
-    cm = graphremat.compile(copy.deepcopy(model), budget=tight, codegen="eager",
-                            solver=_no_plan_solver)
+    cm = graphremat.compile(
+        copy.deepcopy(model), budget=tight, codegen="eager", solver=_no_plan_solver
+    )
     with pytest.raises(graphremat.InfeasibleBudget):
         cm(*inputs)
     mine = copy.deepcopy(model)
-    cm = graphremat.compile(mine, budget=tight, codegen="eager", solver=_no_plan_solver,
-                            fallback="pytorch")
+    cm = graphremat.compile(
+        mine, budget=tight, codegen="eager", solver=_no_plan_solver, fallback="pytorch"
+    )
     with pytest.warns(RuntimeWarning, match="NOT enforced"):
         loss = train_step(cm, inputs)
     assert_matches(reference(model, inputs), mine, loss)
@@ -109,8 +115,11 @@ def test_plan_is_deterministic(small):
     p1 = graphremat.plan(model, *inputs, budget=budget)
     p2 = graphremat.plan(model, *inputs, budget=budget)
     assert p1.recomputed
-    assert (p1.saved, p1.recomputed, p1.predicted_peak_bytes) == (p2.saved, p2.recomputed,
-                                                                  p2.predicted_peak_bytes)
+    assert (p1.saved, p1.recomputed, p1.predicted_peak_bytes) == (
+        p2.saved,
+        p2.recomputed,
+        p2.predicted_peak_bytes,
+    )
 
 
 def test_cost_never_rises_with_the_budget(small):
@@ -132,3 +141,37 @@ def test_no_warning_on_the_happy_path(small):
         warnings.simplefilter("error", RuntimeWarning)
         cm = graphremat.compile(copy.deepcopy(model), budget=0.9, codegen="eager")
         cm(*inputs).backward()
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(32, 64), nn.Linear(64, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        torch._dynamo.graph_break()
+        return self.b(h).square().mean()
+
+
+def test_graph_break_plans_each_region_and_warns_about_the_budget():
+    torch.manual_seed(0)
+    model, inputs = Broken(), (torch.randn(128, 32),)
+    mine = copy.deepcopy(model)
+    cm = graphremat.compile(mine, budget=1.0, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="graph break"):
+        loss = train_step(cm, inputs)
+    assert len(cm.graphremat_plans) == 2
+    assert_matches(reference(model, inputs), mine, loss)
+
+
+def test_new_input_shape_gets_its_own_plan(small):
+    model, (x,) = small
+    mine = copy.deepcopy(model)
+    cm = graphremat.compile(mine, budget=1.0, codegen="eager")
+    train_step(cm, (x,))
+    with pytest.warns(RuntimeWarning, match="recompilation"):
+        train_step(cm, (x[:128],))
+    first, second = cm.graphremat_plans
+    assert second.unconstrained_peak_bytes < first.unconstrained_peak_bytes
+    assert_matches(reference(model, (x[:128],)), mine, train_step(cm, (x[:128],)))

@@ -37,8 +37,25 @@ def test_fraction_resolves_against_the_unconstrained_peak():
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "lots", "1.5 parsecs", "-1GB", "GiB", 0, -5, 0.0, -0.5, 1.5, math.nan, math.inf, None,
-     True, [1], {"b": 1}, "0.1 B"],
+    [
+        "",
+        "lots",
+        "1.5 parsecs",
+        "-1GB",
+        "GiB",
+        0,
+        -5,
+        0.0,
+        -0.5,
+        1.5,
+        math.nan,
+        math.inf,
+        None,
+        True,
+        [1],
+        {"b": 1},
+        "0.1 B",
+    ],
 )
 def test_bad_budgets_raise_typed_error_naming_the_forms(bad):
     with pytest.raises(graphremat.BudgetError) as info:

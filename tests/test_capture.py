@@ -64,7 +64,8 @@ def test_views_own_no_storage(tiny):
             assert owner != n.name, f"{n.name} is a view but owns a storage"
     # views of parameters cost nothing: no problem node stands for them
     param_views = [
-        n for n in joint.graph.nodes
+        n
+        for n in joint.graph.nodes
         if n.target is torch.ops.aten.t.default and n.args[0].op == "placeholder"
     ]
     assert param_views and all(cap.owner[n.name] is None for n in param_views)
@@ -79,8 +80,12 @@ def test_random_ops_are_never_recomputed_but_dropout_outputs_are(tiny):
         assert not g.nodes[d.name]["recomputable"]
         assert "random" in cap.info[d.name].reason
         # the output is x * mask * scale, an ordinary recomputable value
-        users = [u for u in joint.graph.nodes if u.target is torch.ops.aten.mul.Tensor
-                 and d in [a.args[0] for a in u.all_input_nodes if a.op == "call_function"]]
+        users = [
+            u
+            for u in joint.graph.nodes
+            if u.target is torch.ops.aten.mul.Tensor
+            and d in [a.args[0] for a in u.all_input_nodes if a.op == "call_function"]
+        ]
         assert users and all(g.nodes[cap.owner[u.name]]["recomputable"] for u in users)
 
 
@@ -106,8 +111,12 @@ def _random_saved_sets(problem, k, seed=0):
 def _tiny_resnet():
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
     )
 
     class Net(nn.Module):
@@ -153,8 +162,11 @@ def test_recomputation_is_just_in_time():
     assert ev.recomputed
     _, bw = rewrite(joint, cap, saved, num_fwd_outputs=nfo)
     order = [n for n in bw.graph.nodes if n.op == "call_function"]
-    fwd_names = {n.name for n in joint.graph.nodes if cap.info.get(cap.owner.get(n.name) or "")
-                 and cap.info[cap.owner[n.name]].phase == "fwd"}
+    fwd_names = {
+        n.name
+        for n in joint.graph.nodes
+        if cap.info.get(cap.owner.get(n.name) or "") and cap.info[cap.owner[n.name]].phase == "fwd"
+    }
     # views of parameters own nothing: they may sit anywhere
     fwd_names |= {n.name for n in joint.graph.nodes if cap.owner.get(n.name, "") is None}
     for i, n in enumerate(order):

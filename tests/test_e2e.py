@@ -46,8 +46,10 @@ def _run(setups, name, frac, codegen):
         # the error names a budget that works, and it is no larger than the one plan() reported
         assert budget_bytes < info.value.min_feasible_bytes <= plan0.min_feasible_bytes
         assert str(info.value.min_feasible_bytes) in str(info.value)
-        pytest.skip(f"{name}: {frac} of the peak is below the minimum feasible budget "
-                    f"({plan0.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})")
+        pytest.skip(
+            f"{name}: {frac} of the peak is below the minimum feasible budget "
+            f"({plan0.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})"
+        )
     mine, cmodel, loss, plan = compiled_step(model, inputs, budget, codegen)
     assert_matches(ref, mine, loss)
     assert plan.predicted_peak_bytes <= plan.budget_bytes
@@ -107,8 +109,17 @@ def test_string_backend_and_plan_api():
     assert_matches(ref, mine, loss)
     plan = RECENT_PLANS[-1]
     assert plan.budget_bytes == int(0.9 * plan.unconstrained_peak_bytes)
-    for attr in ("budget_bytes", "predicted_peak_bytes", "unconstrained_peak_bytes",
-                 "min_feasible_bytes", "recompute_flops", "saved", "recomputed", "status", "gap"):
+    for attr in (
+        "budget_bytes",
+        "predicted_peak_bytes",
+        "unconstrained_peak_bytes",
+        "min_feasible_bytes",
+        "recompute_flops",
+        "saved",
+        "recomputed",
+        "status",
+        "gap",
+    ):
         assert hasattr(plan, attr)
     assert plan.min_feasible_bytes <= plan.predicted_peak_bytes <= plan.budget_bytes
     assert "budget" in plan.summary() and "<pre>" in plan._repr_html_()

@@ -11,8 +11,13 @@ from graphremat import _private as P
 
 def test_extract_fwd_bwd_modules_signature():
     params = inspect.signature(P._extract_fwd_bwd_modules).parameters
-    for name in ("joint_module", "saved_values", "saved_sym_nodes", "num_fwd_outputs",
-                 "static_lifetime_input_nodes"):
+    for name in (
+        "joint_module",
+        "saved_values",
+        "saved_sym_nodes",
+        "num_fwd_outputs",
+        "static_lifetime_input_nodes",
+    ):
         assert name in params
 
 
