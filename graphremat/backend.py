@@ -14,7 +14,6 @@ from collections import deque
 import torch
 
 from . import _private as P
-from .errors import GraphRematError
 from .planner import ConfigError, Options, Partitioner
 from .report import Plan
 
@@ -58,24 +57,15 @@ class GraphrematBackend:
 
 def graphremat_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None):
     """Entry point for ``torch.compile(model, backend="graphremat", options={"budget": ...})``."""
+    if options is not None and not isinstance(options, dict):
+        raise ConfigError(f"options must be a dict, not {type(options).__name__}")
     opts = dict(options or {})
     if "budget" not in opts:
         raise ConfigError(
             'backend="graphremat" needs a budget: torch.compile(model, backend="graphremat", '
             'options={"budget": "6GiB"}) (or a fraction such as 0.5, or an int of bytes)'
         )
-    if not isinstance(opts, dict):
-        raise GraphRematError("options must be a dict")
     backend = GraphrematBackend(Options.make(opts.pop("budget"), **opts))
     compiled = backend(gm, example_inputs)
-    RECENT_PLANS.extend(backend.plans)
-    backend.partitioner.plans = _Recorder(backend.partitioner.plans)
+    RECENT_PLANS.extend(backend.plans)  # the partitioner runs inside the compile call above
     return compiled
-
-
-class _Recorder(list):
-    """A plan list that also publishes to RECENT_PLANS (plans made after the first compile)."""
-
-    def append(self, plan: Plan) -> None:
-        super().append(plan)
-        RECENT_PLANS.append(plan)
