@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = [
-        "| model | budget | joint nodes | decisions | plan s | status | unconstrained MiB | min feasible MiB"
+        "| model | budget | joint nodes | decisions | plan s | status (gap) | unconstrained MiB | min feasible MiB"
         " | budget MiB | predicted MiB | measured MiB | pred err | recomputed | recompute FLOPs |",
         "|" + "---|" * 14,
     ]
@@ -56,7 +56,8 @@ def main() -> None:
             err = (peak - plan.predicted_peak_bytes) / peak
             rows.append(
                 f"| {name} | {frac} | {plan.num_joint_nodes} | {plan.num_candidates} | "
-                f"{plan.solve_time_s:.2f} | {plan.status} | {plan.unconstrained_peak_bytes / MiB:.2f} | "
+                f"{plan.solve_time_s:.2f} | {plan.status} ({plan.gap:.0%}) | "
+                f"{plan.unconstrained_peak_bytes / MiB:.2f} | "
                 f"{plan.min_feasible_bytes / MiB:.2f}{'' if plan.min_feasible_proven else '*'} | "
                 f"{plan.budget_bytes / MiB:.2f} | "
                 f"{plan.predicted_peak_bytes / MiB:.2f} | {peak / MiB:.2f} | {err:+.2%} | "
