@@ -64,6 +64,9 @@ class Capture:
     num_fx_nodes: int
     primal_bytes: int
     fwd_required_fx: set[str] = field(default_factory=set)
+    # FX nodes holding forward values (required, or in a forward storage): in the backward
+    # module these are recomputations
+    fwd_fx: set[str] = field(default_factory=set)
     sym_fwd_nodes: list[str] = field(default_factory=list)
 
 
@@ -385,6 +388,11 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         num_fx_nodes=len(nodes),
         primal_bytes=primal_bytes,
         fwd_required_fx={n.name for n in required},
+        fwd_fx={
+            n.name
+            for n, r in rooted.items()
+            if n in required or (r is not None and r.name in info and info[r.name].phase == "fwd")
+        },
         sym_fwd_nodes=sym_fwd,
     )
 

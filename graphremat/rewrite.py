@@ -175,13 +175,6 @@ def rewrite(
         num_fwd_outputs=num_fwd_outputs,
         static_lifetime_input_nodes=static_lifetime_input_nodes,
     )
-    fwd_names = {
-        n.name
-        for n in joint.graph.nodes
-        if capture.info.get(capture.owner.get(n.name) or "", None) is not None
-        and capture.info[capture.owner[n.name]].phase == "fwd"
-    }
-    fwd_names |= {n.name for n in joint.graph.nodes if n.name in capture.fwd_required_fx}
-    bw = reorder_backward(bw, fwd_names)
+    bw = reorder_backward(bw, capture.fwd_fx)
     fw.graph.lint()
     return fw, bw

@@ -162,13 +162,10 @@ def test_recomputation_is_just_in_time():
     assert ev.recomputed
     _, bw = rewrite(joint, cap, saved, num_fwd_outputs=nfo)
     order = [n for n in bw.graph.nodes if n.op == "call_function"]
-    fwd_names = {
-        n.name
-        for n in joint.graph.nodes
-        if cap.info.get(cap.owner.get(n.name) or "") and cap.info[cap.owner[n.name]].phase == "fwd"
-    }
     # views of parameters own nothing: they may sit anywhere
-    fwd_names |= {n.name for n in joint.graph.nodes if cap.owner.get(n.name, "") is None}
+    fwd_names = cap.fwd_fx | {
+        n.name for n in joint.graph.nodes if cap.owner.get(n.name, "") is None
+    }
     for i, n in enumerate(order):
         if n.name not in fwd_names or n.target is operator.getitem:
             continue  # a multi-output op's outputs come with it, by design
