@@ -57,10 +57,9 @@ from dataclasses import dataclass
 import networkx as nx
 from ortools.sat.python import cp_model
 
-from .cpsat import ModelMismatch
 from .problem import ProblemError, RematProblem
 from .result import SolveResult, SolveStatus
-from .sat import STATUS, make_solver
+from .sat import ModelMismatch, solve_model
 
 log = logging.getLogger("graphremat")
 
@@ -433,14 +432,14 @@ def _solve(
         return SolveResult("checkmate", SolveStatus.INFEASIBLE, wall_s=wall), [], []
     built = build_model(cg, budget_bytes)
     _add_hint(built, cg, set(built.R), set(built.S))
-    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
-    code = solver.solve(built.model)
+    solver, status, sizes = solve_model(
+        built.model,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        num_workers=num_workers,
+        log_progress=log_progress,
+    )
     wall = time.perf_counter() - t0
-    proto = built.model.proto
-    sizes = {"num_variables": len(proto.variables), "num_constraints": len(proto.constraints)}
-    if code == cp_model.MODEL_INVALID:
-        raise ModelMismatch(f"CP-SAT rejected the Checkmate model: {built.model.validate()}")
-    status = STATUS[code]
     if not status.has_plan:
         return SolveResult("checkmate", status, wall_s=wall, **sizes), [], []
 

@@ -28,13 +28,9 @@ from ortools.sat.python import cp_model
 
 from .problem import RematProblem, evaluate, save_all_set
 from .result import SolveResult, SolveStatus
-from .sat import STATUS, make_solver
+from .sat import ModelMismatch, solve_model
 
 log = logging.getLogger("graphremat")
-
-
-class ModelMismatch(RuntimeError):
-    """The CP-SAT model accepted a plan that the evaluator rejects: a bug in graphremat."""
 
 
 @dataclass(slots=True)
@@ -246,14 +242,14 @@ def solve_cpsat(
     t0 = time.perf_counter()
     built = build_model(problem, budget_bytes)
     _hint_save_all(built, problem)
-    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
-    code = solver.solve(built.model)
+    solver, status, sizes = solve_model(
+        built.model,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        num_workers=num_workers,
+        log_progress=log_progress,
+    )
     wall = time.perf_counter() - t0
-    proto = built.model.proto
-    sizes = {"num_variables": len(proto.variables), "num_constraints": len(proto.constraints)}
-    if code == cp_model.MODEL_INVALID:
-        raise ModelMismatch(f"CP-SAT rejected the model: {built.model.validate()}")
-    status = STATUS[code]
     if not status.has_plan:
         return SolveResult("cpsat", status, wall_s=wall, **sizes)
     saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
@@ -303,17 +299,22 @@ def min_peak(
     t0 = time.perf_counter()
     built = build_model(problem, None)
     _hint_save_all(built, problem)
-    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
-    code = solver.solve(built.model)
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise ModelMismatch(f"min-peak model found no plan (status {solver.status_name(code)})")
+    solver, status, _ = solve_model(
+        built.model,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        num_workers=num_workers,
+        log_progress=log_progress,
+    )
+    if not status.has_plan:  # the save-all hint always fits an unbounded capacity
+        raise ModelMismatch(f"min-peak model found no plan (status {status.value})")
     saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
     ev = evaluate(problem, saved)
     lower = int(solver.best_objective_bound) * built.byte_unit + problem.fixed_bytes
     return MinPeak(
         peak_bytes=ev.peak_bytes,
         lower_bound_bytes=min(lower, ev.peak_bytes),
-        optimal=code == cp_model.OPTIMAL and ev.peak_bytes <= lower,
+        optimal=status is SolveStatus.OPTIMAL and ev.peak_bytes <= lower,
         saved=ev.saved,
         wall_s=time.perf_counter() - t0,
     )

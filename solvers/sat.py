@@ -18,6 +18,28 @@ STATUS = {
 }
 
 
+class ModelMismatch(RuntimeError):
+    """A CP-SAT model disagrees with its independent check (or was rejected): a graphremat bug."""
+
+
+def solve_model(
+    model: cp_model.CpModel,
+    *,
+    time_limit_s: float,
+    seed: int,
+    num_workers: int,
+    log_progress: bool,
+) -> tuple[cp_model.CpSolver, SolveStatus, dict[str, int]]:
+    """Solve ``model``; return the solver (for values), the status and the model's size."""
+    solver = make_solver(time_limit_s, seed, num_workers, log_progress)
+    code = solver.solve(model)
+    if code == cp_model.MODEL_INVALID:
+        raise ModelMismatch(f"CP-SAT rejected the model: {model.validate()}")
+    proto = model.proto
+    sizes = {"num_variables": len(proto.variables), "num_constraints": len(proto.constraints)}
+    return solver, STATUS[code], sizes
+
+
 def make_solver(
     time_limit_s: float, seed: int, num_workers: int, log_progress: bool
 ) -> cp_model.CpSolver:
