@@ -228,7 +228,6 @@ def make_plan(
         annotate_workspace(joint)
     cap = capture_joint(joint, num_fwd_outputs)
     problem = cap.problem
-    num_user_outputs = num_fwd_outputs
 
     def emit(saved):
         fw, bw = rewrite(
@@ -238,7 +237,7 @@ def make_plan(
             num_fwd_outputs=num_fwd_outputs,
             static_lifetime_input_nodes=static_lifetime_input_nodes,
         )
-        return fw, bw, simulate(fw, bw, num_user_outputs)
+        return fw, bw, simulate(fw, bw, num_fwd_outputs)
 
     keep_all = save_all_set(problem)
     ev_all = evaluate(problem, keep_all)
