@@ -18,6 +18,7 @@ from torch._functorch.partitioners import (
     _must_be_in_forward,
     default_partition,
     is_not_collective,
+    min_cut_rematerialization_partition,
 )
 from torch._inductor.custom_graph_pass import CustomPartitionerFn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
@@ -40,5 +41,6 @@ __all__ = [
     "default_partition",
     "flop_registry",
     "is_not_collective",
+    "min_cut_rematerialization_partition",
     "unset_fake_temporarily",
 ]

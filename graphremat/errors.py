@@ -34,3 +34,7 @@ class UnsupportedGraph(GraphRematError, NotImplementedError):
 
 class SolverFailed(GraphRematError, RuntimeError):
     """The solver found no plan within its time limit (or failed)."""
+
+
+class PlanFormatError(GraphRematError, ValueError):
+    """A saved plan (JSON) that is truncated, modified, or from an incompatible version."""

@@ -28,6 +28,9 @@ class Simulation:
     fixed_bytes: int
     peak_node: str
     timeline: tuple[tuple[str, str, int], ...]  # (phase, node name, live bytes after allocation)
+    # (FX node that allocated the storage, nbytes, first step, last step): indices into timeline;
+    # a storage allocated and freed in the same op has first == last
+    lifetimes: tuple[tuple[str, int, int, int], ...] = ()
 
     @property
     def fwd_peak_bytes(self) -> int:
@@ -56,14 +59,18 @@ class _Heap:
         self.size: dict[object, int] = {}
         self.fixed = fixed
         self.live = 0
+        self.step = 0  # index of the timeline entry being made
+        self.born: dict[object, tuple[str, int]] = {}  # live storage -> (allocating node, step)
+        self.lifetimes: list[tuple[str, int, int, int]] = []
 
-    def hold(self, val) -> None:
+    def hold(self, val, name: str = "") -> None:
         for key, nbytes in _storages(val):
             if key in self.fixed:
                 continue
             if self.refs.get(key, 0) == 0:
                 self.live += nbytes
                 self.size[key] = nbytes
+                self.born[key] = (name, self.step)
             self.refs[key] = self.refs.get(key, 0) + 1
 
     def drop(self, val) -> None:
@@ -73,6 +80,8 @@ class _Heap:
             self.refs[key] -= 1
             if self.refs[key] == 0:
                 self.live -= self.size[key]
+                name, first = self.born.pop(key)
+                self.lifetimes.append((name, self.size[key], first, max(first, self.step - 1)))
                 del self.refs[key]
 
 
@@ -100,9 +109,10 @@ def _run(gm: fx.GraphModule, heap: _Heap, phase: str, timeline: list) -> list:
             for v in dies_at.get(n, []):
                 heap.drop(v.meta.get("val"))
             continue
-        heap.hold(n.meta.get("val"))
+        heap.hold(n.meta.get("val"), n.name)
         # the op's measured workspace (graphremat.calibrate) is live only while it runs
         timeline.append((phase, n.name, heap.live + int(n.meta.get(WORKSPACE_KEY, 0))))
+        heap.step = len(timeline)
         for v in dies_at.get(n, []):
             heap.drop(v.meta.get("val"))
         if not n.users:
@@ -130,7 +140,7 @@ def simulate(fw: fx.GraphModule, bw: fx.GraphModule, num_user_outputs: int) -> S
     # the backward's inputs: saved values (handed over from the forward's outputs), tangents
     bw_inputs = list(bw.graph.find_nodes(op="placeholder"))
     for n in bw_inputs:
-        heap.hold(n.meta.get("val"))
+        heap.hold(n.meta.get("val"), n.name)
         if P._is_tangent(n):
             # the autograd engine keeps the incoming gradient alive until the backward returns
             heap.hold(n.meta.get("val"))
@@ -138,6 +148,10 @@ def simulate(fw: fx.GraphModule, bw: fx.GraphModule, num_user_outputs: int) -> S
         heap.drop(v)  # the forward's references pass to the backward's arguments
     bw_out = _run(bw, heap, "bwd", timeline)
     del user_out, bw_out
+    end = len(timeline)
+    lifetimes = heap.lifetimes + [
+        (name, heap.size[k], first, end - 1) for k, (name, first) in heap.born.items()
+    ]
     live = [b for _, _, b in timeline] or [0]
     i = max(range(len(live)), key=live.__getitem__)
     return Simulation(
@@ -145,4 +159,5 @@ def simulate(fw: fx.GraphModule, bw: fx.GraphModule, num_user_outputs: int) -> S
         fixed_bytes=fixed_bytes,
         peak_node=timeline[i][1] if timeline else "",
         timeline=tuple((ph, name, b + fixed_bytes) for ph, name, b in timeline),
+        lifetimes=tuple(sorted(lifetimes, key=lambda r: (r[2], r[3]))),
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from .greedy import greedy_fit, greedy_min_peak
 from .problem import RematProblem, evaluate, save_all_set
 from .result import SolveResult, SolveStatus
 from .sat import ModelMismatch, solve_model
@@ -223,8 +224,8 @@ def _add_sure_memory_rows(m, problem, cand, save, unit, profile, capacity) -> No
         m.add(terms + used <= capacity)
 
 
-def _hint_save_all(built: _Model, problem: RematProblem) -> None:
-    keep = save_all_set(problem)
+def _hint_save_all(built: _Model, problem: RematProblem, keep=None) -> None:
+    keep = save_all_set(problem) if keep is None else keep
     for v, var in built.save.items():
         built.model.add_hint(var, v in keep)
 
@@ -240,26 +241,33 @@ def solve_cpsat(
 ) -> SolveResult:
     """Minimum-recompute plan with peak <= ``budget_bytes`` (exact for the schedule class)."""
     t0 = time.perf_counter()
+    warm = greedy_fit(problem, budget_bytes, time_limit_s=min(2.0, time_limit_s / 4))
     built = build_model(problem, budget_bytes)
-    _hint_save_all(built, problem)
+    _hint_save_all(built, problem, warm.saved if warm is not None else None)
     solver, status, sizes = solve_model(
         built.model,
-        time_limit_s=time_limit_s,
+        time_limit_s=max(0.1, time_limit_s - (time.perf_counter() - t0)),
         seed=seed,
         num_workers=num_workers,
         log_progress=log_progress,
     )
     wall = time.perf_counter() - t0
-    if not status.has_plan:
+    if not status.has_plan and warm is None:
         return SolveResult("cpsat", status, wall_s=wall, **sizes)
-    saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
-    ev = evaluate(problem, saved)
+    cp_status = status
+    if status.has_plan:
+        ev = evaluate(problem, {v for v, var in built.save.items() if solver.boolean_value(var)})
+    if not status.has_plan or warm is not None and warm.cost < ev.cost:
+        # CP-SAT did not improve on its warm start in the time limit: the greedy plan stands
+        if status is SolveStatus.INFEASIBLE:
+            log.warning("CP-SAT calls %s infeasible but a greedy plan fits", problem.name)
+        ev, status = warm, SolveStatus.FEASIBLE
     if not ev.valid or ev.peak_bytes > budget_bytes:
         raise ModelMismatch(
             f"CP-SAT plan on {problem.name} evaluates to peak {ev.peak_bytes} > budget "
             f"{budget_bytes} (valid={ev.valid}: {ev.reason})"
         )
-    bound = solver.best_objective_bound
+    bound = solver.best_objective_bound if cp_status is not SolveStatus.INFEASIBLE else 0.0
     if built.cost_scale != 1.0:
         bound = max(0.0, (bound - len(built.recomp)) / built.cost_scale)
     return SolveResult(
@@ -270,7 +278,7 @@ def solve_cpsat(
         bound=ev.cost if status is SolveStatus.OPTIMAL else min(float(bound), ev.cost),
         peak_bytes=ev.peak_bytes,
         wall_s=wall,
-        info={"cpsat_objective": solver.objective_value},
+        info={"cpsat_status": cp_status.value, "warm_start_cost": warm.cost if warm else None},
         **sizes,
     )
 
@@ -297,11 +305,12 @@ def min_peak(
 ) -> MinPeak:
     """Smallest budget for which a plan of the schedule class exists."""
     t0 = time.perf_counter()
+    warm = greedy_min_peak(problem, time_limit_s=min(2.0, time_limit_s / 4))
     built = build_model(problem, None)
-    _hint_save_all(built, problem)
+    _hint_save_all(built, problem, warm.saved)
     solver, status, _ = solve_model(
         built.model,
-        time_limit_s=time_limit_s,
+        time_limit_s=max(0.1, time_limit_s - (time.perf_counter() - t0)),
         seed=seed,
         num_workers=num_workers,
         log_progress=log_progress,
@@ -310,6 +319,8 @@ def min_peak(
         raise ModelMismatch(f"min-peak model found no plan (status {status.value})")
     saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
     ev = evaluate(problem, saved)
+    if warm.peak_bytes < ev.peak_bytes:
+        ev = warm
     lower = int(solver.best_objective_bound) * built.byte_unit + problem.fixed_bytes
     return MinPeak(
         peak_bytes=ev.peak_bytes,

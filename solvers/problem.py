@@ -76,6 +76,22 @@ class RematProblem:
         self._validate()
 
     # ---------------------------------------------------------------- structure
+    def fingerprint(self) -> str:
+        """SHA-256 of everything a solver reads: orders, node attributes, edges, fixed bytes.
+        Equal fingerprints mean equal problems (used to reuse solves)."""
+        import hashlib
+        import json
+
+        g = self.graph
+        doc = [
+            self.fwd_order,
+            self.bwd_order,
+            self.fixed_bytes,
+            sorted((str(v), [g.nodes[v][a] for a in NODE_ATTRS]) for v in g.nodes),
+            sorted((str(u), str(v)) for u, v in g.edges),
+        ]
+        return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()
+
     @property
     def num_fwd(self) -> int:
         return len(self.fwd_order)

@@ -19,6 +19,7 @@ from graphremat.solvers import get_solver
 from graphremat.solvers.bruteforce import solve_bruteforce
 from graphremat.solvers.checkmate import solve_checkmate, solve_checkmate_dag
 from graphremat.solvers.cpsat import min_peak, solve_cpsat
+from graphremat.solvers.greedy import greedy_fit, greedy_min_peak
 from graphremat.solvers.problem import ProblemError, RematProblem, evaluate, save_all_set
 from graphremat.solvers.result import SolveStatus
 from hypothesis import given, settings
@@ -39,6 +40,30 @@ few = settings(max_examples=20, deadline=None)
 
 def save_all_peak(p: RematProblem) -> int:
     return evaluate(p, save_all_set(p)).peak_bytes
+
+
+# --------------------------------------------------------------------------- greedy warm starts
+
+
+@few
+@given(problems)
+def test_greedy_plans_are_exact_and_never_beat_the_optimum(p):
+    """The greedy plans are real schedules (re-evaluated here) and no better than the proven
+    optimum of the class; greedy_fit fits whenever it answers."""
+    g = greedy_min_peak(p)
+    assert g.valid and evaluate(p, g.saved).peak_bytes == g.peak_bytes
+    mp = min_peak(p, time_limit_s=30)
+    assert mp.optimal and g.peak_bytes >= mp.peak_bytes
+    assert g.peak_bytes <= save_all_peak(p)
+    for frac in FRACTIONS:
+        budget = int(frac * save_all_peak(p))
+        fit = greedy_fit(p, budget, start=g)
+        exact = solve_bruteforce(p, budget)
+        if fit is None:
+            assert g.peak_bytes > budget
+            continue
+        assert fit.peak_bytes <= budget and fit.cost >= exact.objective
+        assert evaluate(p, fit.saved).cost == fit.cost
 
 
 # --------------------------------------------------------------------------- CP-SAT vs enumeration
