@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["mlp", "gpt", "resnet", "unet"])
     ap.add_argument("--fractions", nargs="+", default=["1.0", "0.7", "0.5", "min"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--time-limit", type=float, default=20.0)
     args = ap.parse_args()
     rows = [
         "| model | budget | joint nodes | decisions | plan s | status (gap) | unconstrained MiB | min feasible MiB"
@@ -38,12 +39,14 @@ def main() -> None:
     for name in args.models:
         model, inputs = MODEL_FACTORIES[name]()
         ref = reference(model, inputs)
-        base = graphremat.plan(model, *inputs, budget=1.0, codegen="eager")
+        base = graphremat.plan(model, *inputs, budget=1.0, codegen="eager", cache=False)
         for frac in args.fractions:
             budget = base.min_feasible_bytes if frac == "min" else float(frac)
             try:
                 t0 = time.perf_counter()
-                mine, cmodel, loss, plan = compiled_step(model, inputs, budget, "eager")
+                mine, cmodel, loss, plan = compiled_step(
+                    model, inputs, budget, "eager", time_limit_s=args.time_limit
+                )
                 wall = time.perf_counter() - t0
             except graphremat.InfeasibleBudget as e:
                 rows.append(

@@ -2,6 +2,8 @@
 
     cmodel = graphremat.compile(model, budget="1.5GiB")   # or 0.5, or 1_500_000_000
     p = graphremat.plan(model, x, budget=0.5)              # solve only
+    print(p.summary()); print(p.explain()); p.plot_timeline()
+    s = graphremat.sweep(model, x, budgets=[1.0, 0.7, 0.5, "min"], pytorch_budgets=[0.5])
 
 Torch-dependent entry points load lazily, so ``import graphremat.solvers`` stays torch-free.
 """
@@ -23,6 +25,9 @@ _LAZY = {
     "plan": "api",
     "Plan": "report",
     "TensorRecord": "report",
+    "sweep": "sweeps",
+    "Sweep": "sweeps",
+    "SweepPoint": "sweeps",
     "Options": "planner",
     "ConfigError": "planner",
     "measure_peak_memory": "measure",
@@ -38,6 +43,8 @@ __all__ = [
     "Plan",
     "PlanFormatError",
     "SolverFailed",
+    "Sweep",
+    "SweepPoint",
     "TensorRecord",
     "UnsupportedGraph",
     "__version__",
@@ -46,6 +53,7 @@ __all__ = [
     "measure_peak_memory",
     "parse_budget",
     "plan",
+    "sweep",
 ]
 
 

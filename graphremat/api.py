@@ -26,6 +26,7 @@ def compile(
     num_workers: int = 1,
     log_progress: bool = False,
     calibrate: bool | str = "auto",
+    cache: bool | str = True,
     fullgraph: bool = False,
     dynamic: bool | None = False,
 ):
@@ -37,6 +38,8 @@ def compile(
     Raises :class:`~graphremat.InfeasibleBudget` (with ``min_feasible_bytes``) when no plan fits.
     ``calibrate`` ("auto", True, False): run each op of the captured graph once on real tensors to
     measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
+    ``cache``: keep solved plans on disk and reuse them (re-checked) when the same graph and
+    budget come again: True ($GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat), a directory, or False.
     """
     options = Options.make(
         budget,
@@ -48,6 +51,7 @@ def compile(
         num_workers=num_workers,
         log_progress=log_progress,
         calibrate=calibrate,
+        cache=cache,
     )
     if not callable(model):
         raise GraphRematError(
@@ -56,15 +60,15 @@ def compile(
     backend = GraphrematBackend(options)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
-        compiled.forward = _raising_graphremat_errors(compiled.forward)
+        compiled.forward = _raising_graphremat_errors(compiled.forward, model)
     else:
-        compiled = _raising_graphremat_errors(compiled)
+        compiled = _raising_graphremat_errors(compiled, model)
     compiled.graphremat_plans = backend.plans
     compiled.graphremat_backend = backend
     return compiled
 
 
-def _raising_graphremat_errors(fn: Callable) -> Callable:
+def _raising_graphremat_errors(fn: Callable, model: object = None) -> Callable:
     """Re-raise graphremat's own errors as themselves, not wrapped in Dynamo's
     BackendCompilerFailed, so ``except graphremat.InfeasibleBudget`` works."""
 
@@ -77,8 +81,28 @@ def _raising_graphremat_errors(fn: Callable) -> Callable:
             if isinstance(found, GraphRematError):
                 raise found.with_traceback(None) from None
             raise
+        except RuntimeError as e:
+            _raise_if_mixed_devices(e, model, args, kwargs)
+            raise
 
     return call
+
+
+def _raise_if_mixed_devices(e: RuntimeError, model: object, args: tuple, kwargs: dict) -> None:
+    """Dynamo fails to trace a step whose tensors sit on several devices with a long trace
+    through torch internals: say which devices instead (only once tracing has failed, so a
+    model that moves tensors between devices itself is never refused)."""
+    leaves = torch.utils._pytree.tree_leaves((args, kwargs))
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    if isinstance(model, torch.nn.Module):
+        tensors += [*model.parameters(), *model.buffers()]
+    found = sorted({str(t.device) for t in tensors})
+    if len(found) > 1 and "device" in str(e):
+        raise UnsupportedGraph(
+            f"the model's inputs and parameters are on several devices ({', '.join(found)}), so "
+            "the step cannot be traced. Move the model and every input to one device "
+            "(model.to(device), x.to(device)) before compiling or planning."
+        ) from e
 
 
 def _unwrap(e: BaseException) -> BaseException:
@@ -102,16 +126,25 @@ def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, 
     """
     options.setdefault("codegen", "eager")
     opts = Options.make(budget, **options)
+    if not callable(model):
+        raise GraphRematError(
+            f"plan() takes an nn.Module or a callable, not {type(model).__name__}"
+        )
     backend = GraphrematBackend(opts, plan_only=True)
     compiled = torch.compile(model, backend=backend, dynamic=False)
     try:
-        compiled(*inputs)
+        # planning stores no compiled code, but earlier compiles of the same model class count
+        # towards Dynamo's recompile limit: past it Dynamo would run eager and plan nothing
+        with torch._dynamo.config.patch(recompile_limit=2**20, accumulated_recompile_limit=2**20):
+            compiled(*inputs)
     except Exception as e:  # compilation is stopped on purpose by PlanReady
         found = _unwrap(e)
         if isinstance(found, PlanReady):
             return found.plan
         if isinstance(found, GraphRematError):
             raise found.with_traceback(None) from None
+        if isinstance(e, RuntimeError):
+            _raise_if_mixed_devices(e, model, inputs, {})
         raise
     raise UnsupportedGraph(
         "no training graph was captured: make sure the model is in train mode, has parameters "

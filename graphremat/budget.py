@@ -75,6 +75,13 @@ def parse_budget(budget: object) -> Budget:
         if not match or unit not in _UNITS:
             raise BudgetError(f"cannot parse budget {budget!r}; give {ACCEPTED}")
         value = float(match.group(1)) * _UNITS[unit]
+        if not math.isfinite(value):
+            raise BudgetError(f"budget {budget!r} is too large to count in bytes; give {ACCEPTED}")
+        if not unit and value <= 1:  # "0.5" is a fraction typed as a string, not half a byte
+            raise BudgetError(
+                f"budget {budget!r}: a string without a unit counts bytes; for a fraction of the "
+                f"unconstrained peak pass the float {match.group(1)} (no quotes); give {ACCEPTED}"
+            )
         if value < 1:
             raise BudgetError(f"budget {budget!r} is below one byte; give {ACCEPTED}")
         return Budget(nbytes=int(value))

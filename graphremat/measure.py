@@ -26,6 +26,7 @@ else CPU; the baseline counts tensors on that device only.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from torch import nn
 from torch.autograd import DeviceType
 from torch.utils import _pytree as pytree
 
+from . import _private as P
 from .errors import GraphRematError
 
 log = logging.getLogger("graphremat")
@@ -144,13 +146,34 @@ def measure_peak_memory(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> in
     peak is the highest running sum of allocations minus frees during the call (profiler memory
     events on CPU, ``max_memory_allocated`` on CUDA). The call is not warmed up: run it once first.
     """
+    if not callable(fn):
+        raise TypeError(
+            f"measure_peak_memory(fn, *args) needs a callable first, got {type(fn).__name__}; "
+            "e.g. measure_peak_memory(lambda: step(model, x))"
+        )
     tensors = list(_reachable_tensors(fn, args, kwargs))
     device = _pick_device(tensors)
     baseline = _baseline_bytes(tensors, device)
+    before = {
+        P.StorageWeakRef(t.untyped_storage()): t.untyped_storage().nbytes()
+        for t in tensors
+        if t.device == device and not t.is_meta
+    }
+    del tensors
     if device.type == "cuda":
         delta_peak, delta_end = _cuda_delta_peak(fn, args, kwargs, device)
     else:
         delta_peak, delta_end = _cpu_delta_peak(fn, args, kwargs)
+        freed = sum(n for ref, n in before.items() if ref.expired())
+        if freed:
+            warnings.warn(
+                f"measure_peak_memory: the call freed {freed} bytes of tensors that were alive "
+                "before it (e.g. .grad set to None by zero_grad). The CPU profiler does not see "
+                "frees of memory allocated before it started, so the peak may be overcounted by "
+                "up to that much: free them before measuring (model.zero_grad(set_to_none=True)).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     peak = baseline + max(0, delta_peak)
     log.debug(
         "measure: %s peak %d bytes = baseline %d + delta peak %d (delta at end %d)",

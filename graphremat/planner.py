@@ -13,12 +13,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.fx as fx
 
 from . import __version__
 from . import _private as P
+from . import cache as plan_cache
 from .budget import Budget, format_bytes, parse_budget
 from .calibrate import annotate_workspace, devices, graph_total_bytes
 from .capture import Capture, capture_joint
@@ -57,8 +58,12 @@ class Options:
     log_progress: bool = False
     calibrate: bool | str = "auto"
     cost_model: str = "roofline-v1"
+    # solved plans on disk: True = $GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat, a path, or False
+    cache: bool | str = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cache, (bool, str)) or self.cache == "":
+            raise ConfigError(f"cache={self.cache!r}; pass True, False or a directory path")
         if self.codegen not in CODEGENS:
             raise ConfigError(f"codegen={self.codegen!r}; choose one of {CODEGENS}")
         tl = self.time_limit_s
@@ -73,8 +78,14 @@ class Options:
             raise ConfigError(f"fallback={self.fallback!r}; choose one of {FALLBACKS}")
         if self.calibrate not in (True, False, "auto"):
             raise ConfigError(f"calibrate={self.calibrate!r}; choose True, False or 'auto'")
-        if not isinstance(self.num_workers, int) or self.num_workers < 1:
-            raise ConfigError(f"num_workers={self.num_workers!r} must be an int >= 1")
+        # bools are ints to Python; CP-SAT takes both as 32-bit ints
+        nw, seed = self.num_workers, self.seed
+        if isinstance(nw, bool) or not isinstance(nw, int) or not 1 <= nw < 2**31:
+            raise ConfigError(f"num_workers={nw!r} must be an int in [1, 2**31)")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**31) <= seed < 2**31:
+            raise ConfigError(f"seed={seed!r} must be an int in [-2**31, 2**31) (CP-SAT's seed)")
+        if not isinstance(self.log_progress, bool):
+            raise ConfigError(f"log_progress={self.log_progress!r}; pass True or False")
         try:
             get_solver(self.solver)
         except KeyError as e:
@@ -174,10 +185,14 @@ class Partitioner(P.CustomPartitionerFn):
         return self.options.uuid()
 
 
+def _solver_name(solver) -> str:
+    return solver if isinstance(solver, str) else getattr(solver, "__qualname__", repr(solver))
+
+
 def _solve(capture: Capture, budget_bytes: int, options: Options) -> SolveResult:
     solver = get_solver(options.solver)
     try:
-        return solver(
+        result = solver(
             capture.problem,
             budget_bytes,
             time_limit_s=options.time_limit_s,
@@ -189,19 +204,26 @@ def _solve(capture: Capture, budget_bytes: int, options: Options) -> SolveResult
         raise
     except Exception as e:
         raise SolverFailed(
-            f"solver {options.solver!r} failed on {capture.problem.name} "
+            f"solver {_solver_name(options.solver)!r} failed on {capture.problem.name} "
             f"({capture.problem.num_steps} steps): {type(e).__name__}: {e}"
         ) from e
+    if not isinstance(result, SolveResult):
+        raise SolverFailed(
+            f"solver {_solver_name(options.solver)!r} returned {type(result).__name__}, not a "
+            "graphremat.solvers.SolveResult; a solver must return one (see graphremat.solvers)"
+        )
+    return result
 
 
 #: time limit of the min-peak solve that reports ``min_feasible_bytes`` (an upper bound when it
 #: does not finish: a budget known to be feasible)
 MIN_PEAK_TIME_LIMIT_S = 10.0
 
-#: min-peak solves are reused for an identical problem (same graph, sizes, costs, options):
-#: compiling one model at several budgets solves it once
+#: min-peak solves are reused for an identical problem (same graph, sizes and costs): compiling
+#: one model at several budgets solves it once. Entry: (result, time limit it ran with); a
+#: shorter-limit request reuses it, a longer one searches again and keeps the better result.
 MIN_PEAK_CACHE_SIZE = 32
-_MIN_PEAK_CACHE: dict[tuple, MinPeak] = {}
+_MIN_PEAK_CACHE: dict[str, tuple[MinPeak, float]] = {}
 
 #: "auto" calibration runs the joint graph once for real when it is this small (bytes of all values)
 AUTO_CALIBRATE_MAX_BYTES = 2 * 2**30
@@ -250,21 +272,43 @@ def make_plan(
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
     budget_bytes = options.budget.resolve(unconstrained)
+    cache_at = plan_cache.cache_dir(options.cache)
+    key = plan_cache.plan_key(problem.fingerprint(), budget_bytes, options) if cache_at else None
+    if key is not None:
+        hit = _from_cache(cache_at, key, problem, emit, budget_bytes, t0)
+        if hit is not None:
+            return hit
     tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
     min_known: MinPeak | None = None
 
     def minimum() -> MinPeak:
         nonlocal min_known
         if min_known is None:
-            key = (problem.fingerprint(), tmin, options.seed, options.num_workers)
-            min_known = _MIN_PEAK_CACHE.get(key)
-            if min_known is None:
+            key = problem.fingerprint()
+            cached = _MIN_PEAK_CACHE.get(key)
+            on_disk = None
+            if cache_at is not None:
+                on_disk = _min_peak_from_disk(cache_at, key, problem)
+                if (
+                    cached is None
+                    or on_disk is not None
+                    and on_disk[0].peak_bytes < cached[0].peak_bytes
+                ):
+                    cached = on_disk
+            if cached is not None and (cached[0].optimal or cached[1] >= tmin):
+                min_known, searched_s = cached
+            else:
                 min_known = min_peak(
                     problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers
                 )
-                _MIN_PEAK_CACHE[key] = min_known
-                while len(_MIN_PEAK_CACHE) > MIN_PEAK_CACHE_SIZE:
-                    _MIN_PEAK_CACHE.pop(next(iter(_MIN_PEAK_CACHE)))
+                searched_s = max(tmin, cached[1] if cached else 0.0)
+                if cached is not None and cached[0].peak_bytes < min_known.peak_bytes:
+                    min_known = cached[0]  # an earlier, longer search found a smaller peak
+            if cache_at is not None and on_disk != (min_known, searched_s):
+                plan_cache.store_min_peak(cache_at, key, min_known, searched_s)
+            _MIN_PEAK_CACHE[key] = (min_known, searched_s)
+            while len(_MIN_PEAK_CACHE) > MIN_PEAK_CACHE_SIZE:
+                _MIN_PEAK_CACHE.pop(next(iter(_MIN_PEAK_CACHE)))
         return min_known
 
     if ev_all.peak_bytes <= budget_bytes:
@@ -343,5 +387,59 @@ def make_plan(
         dag_edges=tuple(
             (u, v) for u, v in problem.graph.edges if problem.is_fwd(u) and problem.is_fwd(v)
         ),
+    )
+    if key is not None:
+        plan_cache.store(cache_at, key, plan)
+    return fw, bw, plan
+
+
+def _min_peak_from_disk(directory, key: str, problem) -> tuple[MinPeak, float] | None:
+    """A stored smallest-peak plan, re-evaluated on this problem (None if it does not match)."""
+    doc = plan_cache.load_min_peak(directory, key)
+    if doc is None:
+        return None
+    saved = frozenset(doc["saved"])
+    ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
+    if ev is None or not ev.valid or ev.peak_bytes != doc["peak_bytes"]:
+        warnings.warn(
+            "graphremat: a min-peak cache entry does not match this graph; solving again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    mp = MinPeak(ev.peak_bytes, doc["lower_bound_bytes"], doc["optimal"], ev.saved, 0.0)
+    return mp, float(doc["time_limit_s"])
+
+
+def _from_cache(directory, key, problem, emit, budget_bytes: int, t0: float):
+    """The cached plan for ``key`` re-emitted and re-checked by the simulator, or None."""
+    plan = plan_cache.load(directory, key)
+    if plan is None:
+        return None
+    saved = frozenset(plan.saved)
+    ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
+    if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
+        warnings.warn(
+            "graphremat: a plan cache entry does not match this graph; solving again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    fw, bw, sim = emit(ev.saved)
+    if sim.peak_bytes != plan.predicted_peak_bytes or sim.peak_bytes > budget_bytes:
+        warnings.warn(
+            f"graphremat: a cached plan replays to {sim.peak_bytes} bytes, not the "
+            f"{plan.predicted_peak_bytes} it recorded; solving again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    log.info("graphremat: plan loaded from the cache (%s) and re-checked", key[:12])
+    plan = replace(
+        plan,
+        solve_time_s=time.perf_counter() - t0,
+        timeline=sim.timeline,
+        lifetimes=sim.lifetimes,
+        from_cache=True,
     )
     return fw, bw, plan

@@ -60,6 +60,9 @@ def tensor_records(
         note = ""
         if decision == "saved" and not info.recomputable:
             note = f"not recomputable: {info.reason}"
+        outputs = [u for u in problem.graph.successors(v) if problem.attr(u, "tied_to") == v]
+        if outputs:
+            note = f"multi-output op, outputs {', '.join(outputs)}" + (f"; {note}" if note else "")
         op, shape, dtype = _describe(node)
         records.append(
             TensorRecord(
@@ -68,7 +71,7 @@ def tensor_records(
                 op=op,
                 shape=shape,
                 dtype=dtype,
-                nbytes=info.nbytes,
+                nbytes=int(problem.attr(v, "mem_bytes")),  # a multi-output op: 0
                 flops=info.flops,
                 cost_ns=info.cost_ns,
                 source=source_line(node),

@@ -99,6 +99,7 @@ class Plan:
     lifetimes: tuple[tuple[str, int, int, int], ...] = field(default=(), repr=False)
     tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
     dag_edges: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    from_cache: bool = False  # loaded from the plan cache (and re-checked by the simulator)
 
     def __post_init__(self) -> None:
         if self.predicted_peak_bytes > self.budget_bytes:
@@ -123,7 +124,8 @@ class Plan:
         frac = self.predicted_peak_bytes / max(self.unconstrained_peak_bytes, 1)
         lines = [
             f"graphremat plan ({self.codegen}, solver {self.solver}: {self.status}, "
-            f"gap {self.gap:.2%}, {self.solve_time_s:.2f} s)",
+            f"gap {self.gap:.2%}, {self.solve_time_s:.2f} s"
+            + (", from the plan cache)" if self.from_cache else ")"),
             f"  budget               {format_bytes(self.budget_bytes)}",
             f"  predicted peak       {format_bytes(self.predicted_peak_bytes)} "
             f"({frac:.1%} of unconstrained)",
@@ -307,7 +309,7 @@ def _digest(payload: dict) -> str:
 
 def _read_source(source: str | os.PathLike) -> tuple[str, str]:
     if isinstance(source, os.PathLike) or (
-        isinstance(source, str) and not source.lstrip().startswith("{")
+        isinstance(source, str) and not source.lstrip().startswith(("{", "["))
     ):
         path = os.fspath(source)
         try:
@@ -418,4 +420,5 @@ _FIELD_TYPES = {
     "lifetimes": _rows(_str, _int, _int, _int),
     "tensors": _records,
     "dag_edges": _rows(_str, _str),
+    "from_cache": _bool,
 }

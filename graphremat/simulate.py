@@ -13,6 +13,7 @@ engine, live to its end; gradients live to the end.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,12 @@ class _Heap:
                 self.born[key] = (name, self.step)
             self.refs[key] = self.refs.get(key, 0) + 1
 
+    def rename(self, val, name: str) -> None:
+        """Credit live storages of ``val`` to ``name`` (a multi-output op's getitem)."""
+        for key, _ in _storages(val):
+            if key in self.born:
+                self.born[key] = (name, self.born[key][1])
+
     def drop(self, val) -> None:
         for key, _ in _storages(val):
             if key in self.fixed or key not in self.refs:
@@ -110,6 +117,8 @@ def _run(gm: fx.GraphModule, heap: _Heap, phase: str, timeline: list) -> list:
                 heap.drop(v.meta.get("val"))
             continue
         heap.hold(n.meta.get("val"), n.name)
+        if n.target is operator.getitem:
+            heap.rename(n.meta.get("val"), n.name)
         # the op's measured workspace (graphremat.calibrate) is live only while it runs
         timeline.append((phase, n.name, heap.live + int(n.meta.get(WORKSPACE_KEY, 0))))
         heap.step = len(timeline)

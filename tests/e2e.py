@@ -55,10 +55,10 @@ def assert_matches(ref: StepResult, model, loss) -> None:
         )
 
 
-def compiled_step(model, inputs, budget, codegen):
+def compiled_step(model, inputs, budget, codegen, time_limit_s: float = 5.0):
     """Compile a copy of ``model``; run one step; return (model copy, compiled, loss, plan)."""
     mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen=codegen, time_limit_s=20)
+    cmodel = graphremat.compile(mine, budget=budget, codegen=codegen, time_limit_s=time_limit_s)
     loss = train_step(cmodel, inputs)
     return mine, cmodel, loss, cmodel.graphremat_plans[-1]
 

@@ -1,0 +1,145 @@
+"""Solved plans on disk, as plain JSON (never pickle), so that compiling the same model again
+skips the solves.
+
+Key: SHA-256 of the solver's problem (graph, sizes, costs: :meth:`RematProblem.fingerprint`),
+the budget in bytes, the options that change a plan (solver, time limit, seed, workers, codegen,
+cost model), graphremat's and torch's versions and the plan format version. An entry is only a
+suggestion: the planner re-emits the program from its saved set and replays it
+(:mod:`graphremat.simulate`) before using it; a corrupt, mismatched or stale entry is ignored
+with a warning and the plan is solved again.
+
+Location: ``Options.cache`` (a directory), else ``$GRAPHREMAT_CACHE_DIR``, else
+``~/.cache/graphremat``. ``cache=False`` turns it off. Solvers passed as callables are not
+cached (they have no stable identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import PlanFormatError
+from .report import PLAN_FORMAT_VERSION, Plan
+
+log = logging.getLogger("graphremat")
+
+ENV_VAR = "GRAPHREMAT_CACHE_DIR"
+
+
+def cache_dir(setting: bool | str) -> Path | None:
+    """The directory plans are cached in, or None when caching is off."""
+    if setting is False:
+        return None
+    if isinstance(setting, str):
+        return Path(setting).expanduser()
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/graphremat").expanduser()
+
+
+def plan_key(problem_fingerprint: str, budget_bytes: int, options) -> str | None:
+    """The cache key of a plan, or None when it must not be cached (callable solver)."""
+    if not isinstance(options.solver, str):
+        return None
+    doc = [
+        PLAN_FORMAT_VERSION,
+        __version__,
+        torch.__version__,
+        problem_fingerprint,
+        int(budget_bytes),
+        options.solver,
+        float(options.time_limit_s),
+        options.seed,
+        options.num_workers,
+        options.codegen,
+        options.cost_model,
+        str(options.calibrate),
+    ]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def load(directory: Path, key: str) -> Plan | None:
+    """The cached plan for ``key``, or None (missing; unreadable or corrupt: with a warning)."""
+    path = directory / f"{key}.json"
+    if not path.exists():
+        return None
+    try:
+        return Plan.from_json(path)
+    except PlanFormatError as e:
+        warnings.warn(
+            f"graphremat: ignoring a corrupt plan cache entry ({e}); solving again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def store(directory: Path, key: str, plan: Plan) -> None:
+    """Write atomically (temp file + rename); a cache that cannot be written only logs."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(plan.to_json(indent=None))
+        os.replace(tmp, directory / f"{key}.json")
+    except OSError as e:
+        log.warning("graphremat: could not write the plan cache in %s: %s", directory, e)
+
+
+def load_min_peak(directory: Path, fingerprint: str) -> dict | None:
+    """The stored smallest-peak plan of a problem: ``{"peak_bytes", "lower_bound_bytes",
+    "optimal", "saved", "time_limit_s"}``, or None. The caller re-evaluates ``saved``."""
+    path = directory / f"minpeak-{fingerprint}.json"
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        ok = (
+            doc.get("format") == "graphremat.minpeak"
+            and isinstance(doc.get("saved"), list)
+            and all(isinstance(v, str) for v in doc["saved"])
+            and all(
+                isinstance(doc.get(k), int) and not isinstance(doc.get(k), bool)
+                for k in ("peak_bytes", "lower_bound_bytes")
+            )
+            and isinstance(doc.get("optimal"), bool)
+            and isinstance(doc.get("time_limit_s"), (int, float))
+        )
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        warnings.warn(
+            f"graphremat: ignoring a corrupt min-peak cache entry {path.name}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return doc
+
+
+def store_min_peak(directory: Path, fingerprint: str, result, time_limit_s: float) -> None:
+    doc = {
+        "format": "graphremat.minpeak",
+        "peak_bytes": int(result.peak_bytes),
+        "lower_bound_bytes": int(result.lower_bound_bytes),
+        "optimal": bool(result.optimal),
+        "saved": sorted(result.saved),
+        "time_limit_s": float(time_limit_s),
+    }
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
+        os.replace(tmp, directory / f"minpeak-{fingerprint}.json")
+    except OSError as e:
+        log.warning("graphremat: could not write the plan cache in %s: %s", directory, e)
