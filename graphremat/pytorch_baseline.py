@@ -52,8 +52,14 @@ def run_pytorch_knob(model, inputs, knob: float, solver: str = "dp") -> KnobResu
         found["recomputed"] = recomputed_by(joint, bw, kwargs["num_fwd_outputs"])
         return fw, bw
 
+    # PyTorch's own aot_eager configuration (torch/_dynamo/backends/debugging.py), with the
+    # partition observed; without keep_inference_input_mutations its knob < 1 partitions of
+    # BatchNorm models fail autograd's version check (running stats saved, then updated)
     backend = P.aot_autograd(
-        fw_compiler=P.boxed_nop, bw_compiler=P.boxed_nop, partition_fn=partition
+        fw_compiler=P.boxed_nop,
+        bw_compiler=P.boxed_nop,
+        partition_fn=partition,
+        keep_inference_input_mutations=True,
     )
     mine = copy.deepcopy(model)
     compiled = torch.compile(mine, backend=backend, dynamic=False, fullgraph=True)
