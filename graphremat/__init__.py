@@ -26,6 +26,8 @@ _LAZY = {
     "Plan": "report",
     "TensorRecord": "report",
     "sweep": "sweeps",
+    "max_batch_size": "batch",
+    "BatchSearch": "batch",
     "Sweep": "sweeps",
     "SweepPoint": "sweeps",
     "Options": "planner",
@@ -35,6 +37,7 @@ _LAZY = {
 
 __all__ = [
     "Budget",
+    "BatchSearch",
     "BudgetError",
     "ConfigError",
     "GraphRematError",
@@ -50,6 +53,7 @@ __all__ = [
     "__version__",
     "compile",
     "format_bytes",
+    "max_batch_size",
     "measure_peak_memory",
     "parse_budget",
     "plan",

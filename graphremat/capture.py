@@ -146,6 +146,16 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
     outs = list(output.args[0])
     fwd_outs = [o for o in outs[:num_fwd_outputs] if isinstance(o, fx.Node)]
     bwd_outs = [o for o in outs[num_fwd_outputs:] if isinstance(o, fx.Node)]
+    if not bwd_outs:
+        devs = sorted(
+            {str(v.device) for n in nodes for v in _tensor_vals(n.meta.get("val")) if v is not None}
+        )
+        raise UnsupportedGraph(
+            "the captured training graph computes no gradients (every gradient output is None), "
+            f"so there is nothing to plan (tensors on {', '.join(devs) or 'no device'}). Under "
+            "torch.compile, parameters on the 'meta' device get no gradients: build the model on "
+            "'cpu' or 'cuda' (planning executes nothing, so a CPU model costs only its parameters)."
+        )
 
     # -- phases: required forward = ancestors of the forward outputs; backward = what depends on
     #    a tangent or is tagged backward; whatever else the backward needs is optional forward.

@@ -418,3 +418,16 @@ def test_sweep_refuses_a_bad_budget_before_solving(monkeypatch, x, bad):
     with pytest.raises(graphremat.BudgetError) as info:
         graphremat.sweep(Tiny(), x, budgets=[1.0, bad, 0.5])
     check(info.value, ValueError, repr(bad))
+
+
+def test_meta_device_model_is_refused_not_planned_as_forward_only():
+    """Under torch.compile a 'meta' model's joint graph has no gradient outputs; planning it
+    would silently return an empty plan."""
+    from models import MLP
+
+    with torch.device("meta"):
+        model = MLP(depth=4)
+        x, y = torch.randn(64, 64), torch.randint(0, 16, (64,))
+    with pytest.raises(graphremat.UnsupportedGraph) as info:
+        graphremat.plan(model, x, y, budget=0.5)
+    check(info.value, graphremat.GraphRematError, "build the model on 'cpu' or 'cuda'")
