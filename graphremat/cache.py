@@ -83,16 +83,20 @@ def load(directory: Path, key: str) -> Plan | None:
         return None
 
 
-def store(directory: Path, key: str, plan: Plan) -> None:
+def _write(directory: Path, name: str, text: str) -> None:
     """Write atomically (temp file + rename); a cache that cannot be written only logs."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(plan.to_json(indent=None))
-        os.replace(tmp, directory / f"{key}.json")
+            f.write(text)
+        os.replace(tmp, directory / name)
     except OSError as e:
         log.warning("graphremat: could not write the plan cache in %s: %s", directory, e)
+
+
+def store(directory: Path, key: str, plan: Plan) -> None:
+    _write(directory, f"{key}.json", plan.to_json(indent=None))
 
 
 def load_min_peak(directory: Path, fingerprint: str) -> dict | None:
@@ -135,11 +139,4 @@ def store_min_peak(directory: Path, fingerprint: str, result, time_limit_s: floa
         "saved": sorted(result.saved),
         "time_limit_s": float(time_limit_s),
     }
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, directory / f"minpeak-{fingerprint}.json")
-    except OSError as e:
-        log.warning("graphremat: could not write the plan cache in %s: %s", directory, e)
+    _write(directory, f"minpeak-{fingerprint}.json", json.dumps(doc))

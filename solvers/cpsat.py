@@ -257,7 +257,7 @@ def solve_cpsat(
     cp_status = status
     if status.has_plan:
         ev = evaluate(problem, {v for v, var in built.save.items() if solver.boolean_value(var)})
-    if not status.has_plan or warm is not None and warm.cost < ev.cost:
+    if not status.has_plan or (warm is not None and warm.cost < ev.cost):
         # CP-SAT did not improve on its warm start in the time limit: the greedy plan stands
         if status is SolveStatus.INFEASIBLE:
             log.warning("CP-SAT calls %s infeasible but a greedy plan fits", problem.name)
