@@ -273,7 +273,8 @@ def make_plan(
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
     budget_bytes = options.budget.resolve(unconstrained)
     cache_at = plan_cache.cache_dir(options.cache)
-    key = plan_cache.plan_key(problem.fingerprint(), budget_bytes, options) if cache_at else None
+    fingerprint = problem.fingerprint()
+    key = plan_cache.plan_key(fingerprint, budget_bytes, options) if cache_at else None
     if key is not None:
         hit = _from_cache(cache_at, key, problem, emit, budget_bytes, t0)
         if hit is not None:
@@ -284,31 +285,7 @@ def make_plan(
     def minimum() -> MinPeak:
         nonlocal min_known
         if min_known is None:
-            key = problem.fingerprint()
-            cached = _MIN_PEAK_CACHE.get(key)
-            on_disk = None
-            if cache_at is not None:
-                on_disk = _min_peak_from_disk(cache_at, key, problem)
-                if (
-                    cached is None
-                    or on_disk is not None
-                    and on_disk[0].peak_bytes < cached[0].peak_bytes
-                ):
-                    cached = on_disk
-            if cached is not None and (cached[0].optimal or cached[1] >= tmin):
-                min_known, searched_s = cached
-            else:
-                min_known = min_peak(
-                    problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers
-                )
-                searched_s = max(tmin, cached[1] if cached else 0.0)
-                if cached is not None and cached[0].peak_bytes < min_known.peak_bytes:
-                    min_known = cached[0]  # an earlier, longer search found a smaller peak
-            if cache_at is not None and on_disk != (min_known, searched_s):
-                plan_cache.store_min_peak(cache_at, key, min_known, searched_s)
-            _MIN_PEAK_CACHE[key] = (min_known, searched_s)
-            while len(_MIN_PEAK_CACHE) > MIN_PEAK_CACHE_SIZE:
-                _MIN_PEAK_CACHE.pop(next(iter(_MIN_PEAK_CACHE)))
+            min_known = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
         return min_known
 
     if ev_all.peak_bytes <= budget_bytes:
@@ -391,6 +368,31 @@ def make_plan(
     if key is not None:
         plan_cache.store(cache_at, key, plan)
     return fw, bw, plan
+
+
+def _shared_min_peak(problem, fingerprint: str, tmin: float, options, cache_at) -> MinPeak:
+    """The smallest-peak plan of ``problem``, reused from memory or the disk cache when an
+    earlier search was proven or ran at least ``tmin`` seconds; otherwise searched again, keeping
+    the better of the old and new results."""
+    cached = _MIN_PEAK_CACHE.get(fingerprint)
+    on_disk = _min_peak_from_disk(cache_at, fingerprint, problem) if cache_at else None
+    if on_disk is not None and (cached is None or on_disk[0].peak_bytes < cached[0].peak_bytes):
+        cached = on_disk
+    if cached is not None and (cached[0].optimal or cached[1] >= tmin):
+        found, searched_s = cached
+    else:
+        found = min_peak(
+            problem, time_limit_s=tmin, seed=options.seed, num_workers=options.num_workers
+        )
+        searched_s = max(tmin, cached[1] if cached else 0.0)
+        if cached is not None and cached[0].peak_bytes < found.peak_bytes:
+            found = cached[0]  # an earlier, longer search found a smaller peak
+    if cache_at is not None and on_disk != (found, searched_s):
+        plan_cache.store_min_peak(cache_at, fingerprint, found, searched_s)
+    _MIN_PEAK_CACHE[fingerprint] = (found, searched_s)
+    while len(_MIN_PEAK_CACHE) > MIN_PEAK_CACHE_SIZE:
+        _MIN_PEAK_CACHE.pop(next(iter(_MIN_PEAK_CACHE)))
+    return found
 
 
 def _min_peak_from_disk(directory, key: str, problem) -> tuple[MinPeak, float] | None:
