@@ -17,7 +17,7 @@ from torch import fx
 
 from . import _private as P
 from .capture import capture_joint
-from .measure import measure_peak_memory
+from .measure import measure_step_peak
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +61,14 @@ def run_pytorch_knob(model, inputs, knob: float, solver: str = "dp") -> KnobResu
         partition_fn=partition,
         keep_inference_input_mutations=True,
     )
-    mine = copy.deepcopy(model)
-    compiled = torch.compile(mine, backend=backend, dynamic=False, fullgraph=True)
-
-    def step():
-        mine.zero_grad(set_to_none=True)
-        compiled(*inputs).backward()
-
+    compiled = torch.compile(copy.deepcopy(model), backend=backend, dynamic=False, fullgraph=True)
     with (
         torch._functorch.config.patch(
             activation_memory_budget=knob, activation_memory_budget_solver=solver
         ),
         torch._dynamo.config.patch(recompile_limit=10**6),
     ):
-        step()  # compiles
-        mine.zero_grad(set_to_none=True)
-        peak = measure_peak_memory(lambda *_: step(), mine, *inputs)
+        compiled(*inputs).backward()  # compiles outside the measurement
+        peak = measure_step_peak(compiled, *inputs)
     recomputed, flops, cost = found.get("recomputed", ((), 0, 0))
     return KnobResult(knob, peak, flops, int(cost), recomputed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .budget import format_bytes
@@ -261,22 +261,12 @@ def _fraction(b, base) -> float:
 
 def _measure_graphremat(model, inputs, plan, options) -> int:
     from .api import compile as gr_compile
-    from .measure import measure_peak_memory
+    from .measure import measure_step_peak
 
-    mine = copy.deepcopy(model)
     opts = {k: v for k, v in options.items() if k != "budget"}
-    cmodel = gr_compile(mine, budget=plan.budget_bytes, **opts)
-    return _measure_step(mine, cmodel, inputs, measure_peak_memory)
-
-
-def _measure_step(model, runner: Callable, inputs, measure_peak_memory) -> int:
-    def step():
-        model.zero_grad(set_to_none=True)
-        runner(*inputs).backward()
-
-    step()  # compile outside the measurement
-    model.zero_grad(set_to_none=True)
-    return measure_peak_memory(lambda *_: step(), model, *inputs)
+    cmodel = gr_compile(copy.deepcopy(model), budget=plan.budget_bytes, **opts)
+    cmodel(*inputs).backward()  # compile outside the measurement
+    return measure_step_peak(cmodel, *inputs)
 
 
 def pytorch_point(model, inputs, knob: float, step_cost_ns: int) -> SweepPoint:

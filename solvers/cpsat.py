@@ -230,6 +230,21 @@ def _hint_save_all(built: _Model, problem: RematProblem, keep=None) -> None:
         built.model.add_hint(var, v in keep)
 
 
+def _warm_time(time_limit_s: float) -> float:
+    """The greedy warm start's share of a solve's time limit."""
+    return min(2.0, time_limit_s / 4)
+
+
+def _solve_hinted(problem, budget_bytes, keep, t0: float, time_limit_s: float, **solve_kw):
+    """Build the model (``budget_bytes`` None: minimise the peak), hint the saved set ``keep``
+    (None: save everything) and solve in what is left of ``time_limit_s`` since ``t0``."""
+    built = build_model(problem, budget_bytes)
+    _hint_save_all(built, problem, keep)
+    left = max(0.1, time_limit_s - (time.perf_counter() - t0))
+    solver, status, sizes = solve_model(built.model, time_limit_s=left, **solve_kw)
+    return built, solver, status, sizes
+
+
 def solve_cpsat(
     problem: RematProblem,
     budget_bytes: int,
@@ -241,12 +256,13 @@ def solve_cpsat(
 ) -> SolveResult:
     """Minimum-recompute plan with peak <= ``budget_bytes`` (exact for the schedule class)."""
     t0 = time.perf_counter()
-    warm = greedy_fit(problem, budget_bytes, time_limit_s=min(2.0, time_limit_s / 4))
-    built = build_model(problem, budget_bytes)
-    _hint_save_all(built, problem, warm.saved if warm is not None else None)
-    solver, status, sizes = solve_model(
-        built.model,
-        time_limit_s=max(0.1, time_limit_s - (time.perf_counter() - t0)),
+    warm = greedy_fit(problem, budget_bytes, time_limit_s=_warm_time(time_limit_s))
+    built, solver, status, sizes = _solve_hinted(
+        problem,
+        budget_bytes,
+        warm.saved if warm is not None else None,
+        t0,
+        time_limit_s,
         seed=seed,
         num_workers=num_workers,
         log_progress=log_progress,
@@ -305,12 +321,13 @@ def min_peak(
 ) -> MinPeak:
     """Smallest budget for which a plan of the schedule class exists."""
     t0 = time.perf_counter()
-    warm = greedy_min_peak(problem, time_limit_s=min(2.0, time_limit_s / 4))
-    built = build_model(problem, None)
-    _hint_save_all(built, problem, warm.saved)
-    solver, status, _ = solve_model(
-        built.model,
-        time_limit_s=max(0.1, time_limit_s - (time.perf_counter() - t0)),
+    warm = greedy_min_peak(problem, time_limit_s=_warm_time(time_limit_s))
+    built, solver, status, _ = _solve_hinted(
+        problem,
+        None,
+        warm.saved,
+        t0,
+        time_limit_s,
         seed=seed,
         num_workers=num_workers,
         log_progress=log_progress,
