@@ -42,6 +42,11 @@ def _run(setups, name, frac, codegen):
     budget = plan0.min_feasible_bytes if frac == "min" else frac
     budget_bytes = budget if frac == "min" else int(frac * plan0.unconstrained_peak_bytes)
     if budget_bytes < plan0.min_feasible_bytes:
+        if not plan0.min_feasible_proven:
+            # no proof that the budget is infeasible: the solver says what it found instead
+            with pytest.raises(graphremat.SolverFailed, match="the smallest peak found is"):
+                compiled_step(model, inputs, budget, codegen)
+            pytest.skip(f"{name}: {frac} is below the smallest peak found (not proven)")
         with pytest.raises(graphremat.InfeasibleBudget) as info:
             compiled_step(model, inputs, budget, codegen)
         # the error names a budget that works, and it is no larger than the one plan() reported
