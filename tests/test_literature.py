@@ -1,0 +1,175 @@
+"""The papers' setting on synthetic node-link graphs: loader, simulator, greedy and CP-SAT.
+
+Oracles: hand-computed peaks on tiny graphs, :func:`simulate` for every plan, and enumeration of
+every plan with at most two copies per value (dead stage between copies or not) on graphs of up
+to five nodes. The real literature graphs are not needed (CI has none): each test builds its
+graph in the same node-link JSON dialects.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+from graphremat.solvers.literature import from_node_link, to_remat_problem
+from graphremat.solvers.moccasin import crossing_bound, solve_sequence
+from graphremat.solvers.problem import ProblemError, evaluate, save_all_set
+from graphremat.solvers.result import SolveStatus
+from graphremat.solvers.sequence import (
+    SequencePlan,
+    SequenceProblem,
+    no_remat_plan,
+    simulate,
+    stage_lower_bound,
+)
+from graphremat.solvers.sequence_greedy import greedy_plan
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+FAST = {"time_limit_s": 20, "num_workers": 1}
+
+
+def checkmate_json() -> dict:
+    """f0 -> f1 -> f2 forward, b0 <- f2, b1 <- (b0, f1), b2 <- (b1, f0): a 3-layer chain."""
+    names = ["f0", "f1", "f2", "b0", "b1", "b2"]
+    ram = [4, 2, 1, 1, 2, 4]
+    cpu = [10, 20, 30, 30, 20, 10]
+    nodes = [
+        {"id": i, "name": n, "backward": n[0] == "b", "cost_cpu": c, "cost_ram": r}
+        for i, (n, c, r) in enumerate(zip(names, cpu, ram, strict=True))
+    ]
+    edges = [(0, 1), (1, 2), (2, 3), (3, 4), (1, 4), (4, 5), (0, 5)]
+    links = [{"source": u, "target": v} for u, v in edges]
+    return {"directed": True, "multigraph": False, "graph": {}, "nodes": nodes, "links": links}
+
+
+def rl_json() -> dict:
+    """Random-layered dialect: edges keyed "0"/"1", order in graph["order"] (not by name)."""
+    nodes = [
+        {"name": 0, "duration": 0, "out_cost": 3, "param_cost": 0},
+        {"name": 1, "duration": 0, "out_cost": 1, "param_cost": 0},
+        {"name": 2, "duration": 5, "out_cost": 2, "param_cost": 0},
+        {"name": 3, "duration": 7, "out_cost": 4, "param_cost": 0},
+    ]
+    links = [{"0": 0, "1": 3}, {"0": 0, "1": 2}, {"0": 3, "1": 2}, {"0": 2, "1": 1}]
+    graph = {"order": [0, 3, 2, 1], "source_node": 0, "target_node": 1}
+    return {"directed": True, "multigraph": False, "graph": graph, "nodes": nodes, "links": links}
+
+
+def test_checkmate_dialect_no_remat_peak_by_hand():
+    """Live at each stage = values computed and read at or after it: f0 | f0 f1 | f0 f1 f2 |
+    f0 f1 f2 b0 | f0 f1 b0 b1 | f0 b1 b2, i.e. 4, 6, 7, 8, 9, 10 bytes."""
+    lit = from_node_link(checkmate_json(), "tiny")
+    sim = simulate(lit.sequence, no_remat_plan(lit.sequence))
+    assert sim.profile_bytes == (4, 6, 7, 8, 9, 10)
+    assert lit.no_remat_peak_bytes() == 10
+    assert lit.sequence.total_cost == 120
+    assert stage_lower_bound(lit.sequence) == 10  # b2 with its inputs b1 and f0
+
+
+def test_checkmate_dialect_remat_problem_agrees_on_the_no_remat_peak():
+    lit = from_node_link(checkmate_json(), "tiny")
+    p = to_remat_problem(lit)
+    assert p.fwd_order == (0, 1, 2) and p.bwd_order == (3, 4, 5)
+    assert evaluate(p, save_all_set(p)).peak_bytes == lit.no_remat_peak_bytes()
+
+
+def test_rl_dialect_follows_the_given_order():
+    """Order 0, 3, 2, 1: stage 0 = {0}:3, stage 1 = {0, 3}:7, stage 2 = {0, 3, 2}:9,
+    stage 3 = {2, 1}:3."""
+    lit = from_node_link(rl_json(), "rl")
+    assert lit.order == (0, 3, 2, 1) and not lit.has_backward
+    assert simulate(lit.sequence, no_remat_plan(lit.sequence)).profile_bytes == (3, 7, 9, 3)
+    with pytest.raises(ProblemError, match="no backward nodes"):
+        to_remat_problem(lit)
+
+
+def test_simulator_rejects_a_read_of_a_dead_value():
+    lit = from_node_link(checkmate_json(), "tiny")
+    copies = list(no_remat_plan(lit.sequence).copies)
+    copies[0] = ((0, 1),)  # f0 freed after f1, but b2 (stage 5) reads it
+    sim = simulate(lit.sequence, SequencePlan(tuple(copies)))
+    assert not sim.valid and "reads 0" in sim.reason
+    copies[0] = ((0, 1), (5, 5))  # recomputed just in time for b2
+    sim = simulate(lit.sequence, SequencePlan(tuple(copies)))
+    assert sim.valid and sim.recompute_cost == 10 and sim.peak_bytes == 10
+
+
+def test_budget_below_the_stage_bound_is_infeasible_for_any_schedule():
+    lit = from_node_link(checkmate_json(), "tiny")
+    res = solve_sequence(lit.sequence, stage_lower_bound(lit.sequence) - 1, **FAST)
+    assert res.status is SolveStatus.INFEASIBLE
+    assert res.info["any_schedule_bound"] == math.inf
+
+
+# --------------------------------------------------------------------------- random small DAGs
+
+
+@st.composite
+def sequences(draw, max_nodes: int = 5) -> SequenceProblem:
+    n = draw(st.integers(3, max_nodes))
+    preds = []
+    for k in range(n):
+        chosen = draw(st.lists(st.integers(0, k - 1), max_size=2, unique=True)) if k else []
+        preds.append(tuple(sorted(chosen)))
+    mem = draw(st.lists(st.integers(1, 5), min_size=n, max_size=n))
+    cost = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    return SequenceProblem(tuple(range(n)), tuple(preds), tuple(mem), tuple(map(float, cost)))
+
+
+def all_two_copy_plans(p: SequenceProblem):
+    """Every plan with at most two copies per value, adjacent copies included."""
+    n = p.num_nodes
+    per_value = []
+    for v in range(n):
+        opts = []
+        for e0 in range(v, n):
+            opts.append(((v, e0),))
+            opts += [((v, e0), (s, e)) for s in range(e0 + 1, n) for e in range(s, n)]
+        per_value.append(opts)
+    for combo in itertools.product(*per_value):
+        yield SequencePlan(combo)
+
+
+def brute_force(p: SequenceProblem, budget: int) -> float:
+    costs = [
+        sim.recompute_cost
+        for sim in map(lambda plan: simulate(p, plan), all_two_copy_plans(p))
+        if sim.valid and sim.peak_bytes <= budget
+    ]
+    return min(costs, default=math.inf)
+
+
+budgets = st.floats(0.4, 1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sequences(max_nodes=4), budgets)
+def test_cpsat_optimum_equals_enumeration(p, frac):
+    budget = int(frac * simulate(p, no_remat_plan(p)).peak_bytes)
+    best = brute_force(p, budget)
+    res = solve_sequence(p, budget, **FAST)
+    if best == math.inf:
+        assert res.status is SolveStatus.INFEASIBLE
+        return
+    assert res.status is SolveStatus.OPTIMAL and res.objective == best
+    assert res.info["any_schedule_bound"] <= best
+
+
+@settings(max_examples=30, deadline=None)
+@given(sequences(max_nodes=9), budgets)
+def test_every_plan_re_simulates_within_budget(p, frac):
+    """Solver and greedy plans are real schedules; the bounds never exceed the plan's cost."""
+    budget = int(frac * simulate(p, no_remat_plan(p)).peak_bytes)
+    res = solve_sequence(p, budget, **FAST)
+    greedy = greedy_plan(p, budget)
+    if greedy is not None:
+        sim = simulate(p, greedy)
+        assert sim.valid and sim.peak_bytes <= budget
+        assert res.status.has_plan and res.objective <= sim.recompute_cost
+    if res.status.has_plan:
+        sim = simulate(p, res.info["plan"])
+        assert sim.valid and sim.peak_bytes <= budget and sim.recompute_cost == res.objective
+        assert res.bound <= res.objective
+        assert crossing_bound(p, budget) <= res.objective
