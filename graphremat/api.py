@@ -57,7 +57,7 @@ def compile(
         raise GraphRematError(
             f"compile() takes an nn.Module or a callable, not {type(model).__name__}"
         )
-    backend = GraphrematBackend(options)
+    backend = GraphrematBackend(options, model=model)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
         compiled.forward = _raising_graphremat_errors(compiled.forward, model)
@@ -130,7 +130,7 @@ def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, 
         raise GraphRematError(
             f"plan() takes an nn.Module or a callable, not {type(model).__name__}"
         )
-    backend = GraphrematBackend(opts, plan_only=True)
+    backend = GraphrematBackend(opts, plan_only=True, model=model)
     compiled = torch.compile(model, backend=backend, dynamic=False)
     try:
         # planning stores no compiled code, but earlier compiles of the same model class count

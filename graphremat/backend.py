@@ -9,12 +9,15 @@ modules op by op through ``aot_autograd`` (exact op-level memory, debugging).
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections import deque
 
 import torch
 
 from . import _private as P
 from .planner import ConfigError, Options, Partitioner
+from .regions import Regions, current_region_key
 from .report import Plan
 
 #: the most recent plans made through the string backend (where no handle is returned)
@@ -24,15 +27,23 @@ RECENT_PLANS: deque[Plan] = deque(maxlen=64)
 class GraphrematBackend:
     """A Dynamo backend; keeps every plan it made in ``plans``."""
 
-    def __init__(self, options: Options, plan_only: bool = False) -> None:
+    def __init__(self, options: Options, plan_only: bool = False, model: object = None) -> None:
         self.options = options
-        self.partitioner = Partitioner(options, plan_only=plan_only)
+        # with the model, regions of a graph-broken step share the budget (graphremat.regions)
+        self.partitioner = Partitioner(options, plan_only=plan_only, regions=Regions(model))
 
     @property
     def plans(self) -> list[Plan]:
         return self.partitioner.plans
 
     def __call__(self, gm: torch.fx.GraphModule, example_inputs):
+        region = current_region_key()
+        if _is_dynamic(gm, example_inputs):
+            return _PlanPerShape(self, gm, region)
+        return self._compile(gm, example_inputs, region)
+
+    def _compile(self, gm: torch.fx.GraphModule, example_inputs, region: object):
+        self.partitioner.regions.current = region
         if self.options.codegen == "eager":
             backend = P.aot_autograd(
                 fw_compiler=P.boxed_nop,
@@ -55,6 +66,55 @@ class GraphrematBackend:
             return compile_fx(gm, example_inputs)
 
 
+def _is_dynamic(gm: torch.fx.GraphModule, example_inputs) -> bool:
+    """True if Dynamo traced ``gm`` with symbolic sizes (``dynamic=True``, or automatic dynamic
+    shapes after a second input shape)."""
+    for x in example_inputs:
+        if isinstance(x, torch.SymInt | torch.SymFloat | torch.SymBool):
+            return True
+        if isinstance(x, torch.Tensor) and any(
+            isinstance(d, torch.SymInt) for d in (*x.shape, *x.stride())
+        ):
+            return True
+    return any(
+        isinstance(n.meta.get("example_value"), torch.SymInt)
+        for n in gm.graph.find_nodes(op="placeholder")
+    )
+
+
+class _PlanPerShape:
+    """A region traced with symbolic sizes, planned once per concrete input signature.
+
+    A plan and its budget promise hold for the sizes it was solved for, and memory grows with
+    the batch, so graphremat never runs one shape's plan on another: each new signature (shapes,
+    strides, dtypes, devices, integer arguments) specializes the traced graph to the concrete
+    inputs, plans it and compiles it; later calls with a known signature reuse that compile.
+    """
+
+    def __init__(self, backend: GraphrematBackend, gm: torch.fx.GraphModule, region: object):
+        self.backend = backend
+        self.gm = gm
+        self.region = region
+        self.compiled: dict[tuple, object] = {}
+
+    @staticmethod
+    def signature(args) -> tuple:
+        return tuple(
+            (tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad)
+            if isinstance(a, torch.Tensor)
+            else a
+            for a in args
+        )
+
+    def __call__(self, *args):
+        key = self.signature(args)
+        fn = self.compiled.get(key)
+        if fn is None:
+            fn = self.backend._compile(copy.deepcopy(self.gm), list(args), self.region)
+            self.compiled[key] = fn
+        return fn(*args)
+
+
 def graphremat_backend(gm: torch.fx.GraphModule, example_inputs, options: dict | None = None):
     """Entry point for ``torch.compile(model, backend="graphremat", options={"budget": ...})``."""
     if options is not None and not isinstance(options, dict):
@@ -66,6 +126,16 @@ def graphremat_backend(gm: torch.fx.GraphModule, example_inputs, options: dict |
             'options={"budget": "6GiB"}) (or a fraction such as 0.5, or an int of bytes)'
         )
     backend = GraphrematBackend(Options.make(opts.pop("budget"), **opts))
-    compiled = backend(gm, example_inputs)
-    RECENT_PLANS.extend(backend.plans)  # the partitioner runs inside the compile call above
-    return compiled
+    reason = getattr(gm, "compile_subgraph_reason", None)
+    if getattr(reason, "graph_break", False):
+        warnings.warn(
+            "graphremat: this compiled region ends at a graph break. torch.compile(backend="
+            '"graphremat") plans each region under the full budget, so the training step\'s peak '
+            "can exceed it: use graphremat.compile(model, budget=...), which shares the budget "
+            "between regions (graphremat.regions), or remove the break (fullgraph=True).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    # plans are made during this call, or later for each new shape of a dynamic region
+    backend.partitioner.also_to = RECENT_PLANS
+    return backend(gm, example_inputs)

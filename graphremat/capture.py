@@ -136,8 +136,18 @@ def _device_kind(vals: list[torch.Tensor | None]) -> str:
     return "cpu"
 
 
-def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "joint") -> Capture:
-    """Build the solver's problem from an AOTAutograd joint graph."""
+def capture_joint(
+    joint: fx.GraphModule,
+    num_fwd_outputs: int,
+    name: str = "joint",
+    *,
+    outside_bytes: int = 0,
+) -> Capture:
+    """Build the solver's problem from an AOTAutograd joint graph.
+
+    ``outside_bytes``: bytes other compiled regions keep alive throughout this one (graph
+    breaks), counted as fixed residents.
+    """
     graph = joint.graph
     nodes = list(graph.nodes)
     output = nodes[-1]
@@ -380,7 +390,9 @@ def capture_joint(joint: fx.GraphModule, num_fwd_outputs: int, name: str = "join
         if r is not None and r.name in g:
             g.nodes[r.name]["pinned"] = True
 
-    problem = RematProblem(g, tuple(fwd_order), tuple(bwd_order), primal_bytes, name=name)
+    problem = RematProblem(
+        g, tuple(fwd_order), tuple(bwd_order), primal_bytes + outside_bytes, name=name
+    )
     for n in nodes:  # the typed record, for anyone inspecting the graph later
         if n.name in info:
             n.meta["graphremat"] = info[n.name]

@@ -12,9 +12,11 @@ import logging
 import math
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import torch
 import torch.fx as fx
 
 from . import __version__
@@ -26,6 +28,7 @@ from .capture import Capture, capture_joint
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed
 from .passes import split_dropout
 from .records import tensor_records
+from .regions import Regions
 from .report import Plan
 from .rewrite import rewrite
 from .simulate import simulate
@@ -136,20 +139,30 @@ class PlanReady(Exception):
 @dataclass
 class Partitioner(P.CustomPartitionerFn):
     """graphremat's partition function (for ``aot_autograd`` and Inductor's
-    ``custom_partitioner_fn``). Every plan it makes is appended to ``plans``."""
+    ``custom_partitioner_fn``). Every plan it makes is appended to ``plans`` (and to
+    ``also_to``, if given: the string backend's RECENT_PLANS)."""
 
     options: Options
     plans: list[Plan] = field(default_factory=list)
     plan_only: bool = False
+    also_to: deque | None = None
+    regions: Regions = field(default_factory=Regions)
 
     def __call__(self, joint: fx.GraphModule, joint_inputs, **kwargs):
         num_fwd_outputs = kwargs["num_fwd_outputs"]
         static_idx = kwargs.get("static_lifetime_input_indices") or []
         primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
         static_nodes = {p for i, p in enumerate(primals) if i in set(static_idx)}
+        outside = self.regions.outside_bytes(
+            _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
+        )
         try:
             fw, bw, plan = make_plan(
-                joint, num_fwd_outputs, self.options, static_lifetime_input_nodes=static_nodes
+                joint,
+                num_fwd_outputs,
+                self.options,
+                static_lifetime_input_nodes=static_nodes,
+                outside_bytes=outside,
             )
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
@@ -166,16 +179,10 @@ class Partitioner(P.CustomPartitionerFn):
                 num_fwd_outputs=num_fwd_outputs,
                 static_lifetime_input_indices=static_idx,
             )
-        if self.plans and not self.plan_only:
-            warnings.warn(
-                f"graphremat is planning graph #{len(self.plans) + 1} for this model (a graph break "
-                "or a recompilation). Each graph is planned under the full budget: if several run "
-                "in one training step (graph breaks), the step's peak can exceed the budget. "
-                "Compile with fullgraph=True to make the budget cover the whole step.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        self.regions.record(plan.saved_bytes)
         self.plans.append(plan)
+        if self.also_to is not None:
+            self.also_to.append(plan)
         log.info("graphremat: %s", plan.summary().replace("\n", " |"))
         if self.plan_only:
             raise PlanReady(plan)
@@ -183,6 +190,19 @@ class Partitioner(P.CustomPartitionerFn):
 
     def uuid(self) -> str:
         return self.options.uuid()
+
+
+def _own_resident_bytes(joint: fx.GraphModule, num_fwd_outputs: int, primals, static_idx) -> int:
+    """Bytes of the region's own parameters and buffers (its static-lifetime inputs) and of
+    their gradients (the joint's outputs after the forward's, one per primal)."""
+    outs = list(joint.graph.find_nodes(op="output")[0].args[0])[num_fwd_outputs:]
+    total = 0
+    for i in set(static_idx):
+        for node in (primals[i], outs[i] if i < len(outs) else None):
+            val = node.meta.get("val") if isinstance(node, fx.Node) else None
+            if isinstance(val, torch.Tensor):
+                total += val.untyped_storage().nbytes()
+    return total
 
 
 def _solver_name(solver) -> str:
@@ -246,6 +266,7 @@ def make_plan(
     options: Options,
     *,
     static_lifetime_input_nodes=None,
+    outside_bytes: int = 0,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     t0 = time.perf_counter()
     if options.codegen == "eager":
@@ -254,7 +275,7 @@ def make_plan(
         split_dropout(joint)
     if _should_calibrate(joint, options.calibrate):
         annotate_workspace(joint)
-    cap = capture_joint(joint, num_fwd_outputs)
+    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=outside_bytes)
     problem = cap.problem
 
     def emit(saved):
@@ -265,7 +286,7 @@ def make_plan(
             num_fwd_outputs=num_fwd_outputs,
             static_lifetime_input_nodes=static_lifetime_input_nodes,
         )
-        return fw, bw, simulate(fw, bw, num_fwd_outputs)
+        return fw, bw, simulate(fw, bw, num_fwd_outputs, outside_bytes=outside_bytes)
 
     keep_all = save_all_set(problem)
     ev_all = evaluate(problem, keep_all)

@@ -129,14 +129,23 @@ def _run(gm: fx.GraphModule, heap: _Heap, phase: str, timeline: list) -> list:
     return outputs
 
 
-def simulate(fw: fx.GraphModule, bw: fx.GraphModule, num_user_outputs: int) -> Simulation:
+def simulate(
+    fw: fx.GraphModule,
+    bw: fx.GraphModule,
+    num_user_outputs: int,
+    *,
+    outside_bytes: int = 0,
+) -> Simulation:
     """Peak live bytes of one training step running ``fw`` then ``bw``.
+
+    ``outside_bytes``: resident bytes of other compiled regions (graph breaks), added to
+    ``fixed_bytes``.
 
     ``num_user_outputs``: how many leading forward outputs go to the user (the rest, except
     symbolic ints, are saved for the backward and arrive as the backward's leading inputs).
     """
     fixed: set = set()
-    fixed_bytes = 0
+    fixed_bytes = outside_bytes
     heap = _Heap(fixed)
     for n in fw.graph.find_nodes(op="placeholder"):
         for key, nbytes in _storages(n.meta.get("val")):
