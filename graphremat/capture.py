@@ -11,7 +11,10 @@ Invariants:
   * a multi-output op is a node that owns nothing but allocates all its outputs during its
     step (``transient_bytes``); its outputs are nodes ``tied_to`` it.
   * a forward node is never recomputed if it draws random numbers, mutates, is a collective,
-    is effectful, or the user's checkpoint policy says MUST_SAVE.
+    is effectful, or the user's checkpoint policy says MUST_SAVE; it is never saved if the
+    policy says MUST_RECOMPUTE or PREFER_RECOMPUTE (what a plain ``torch.utils.checkpoint``
+    region tags its ops with; PyTorch's own partitioner also treats it as a must), unless it
+    cannot be recomputed (a random op inside a checkpoint region: its output is saved).
   * the graph is read, never modified.
 """
 
@@ -113,6 +116,41 @@ def _never_recompute_reason(node: fx.Node) -> str:
     if P._must_be_in_forward(node):
         return "is tagged must_be_in_forward"
     return ""
+
+
+def _policy_forbids_saving(node: fx.Node, reason: str, forward: set[fx.Node]) -> bool:
+    """True if the user's checkpoint policy (``node.meta["recompute"]``) rules out saving
+    ``node``. ``reason``: why it cannot be recomputed ("" if it can). ``forward``: the
+    forward FX nodes. A value read by forward ops outside its checkpoint region (the region's
+    output) may be saved, as in eager checkpointing and PyTorch's partitioner."""
+    rec = str(node.meta.get("recompute", ""))
+    if "MUST_RECOMPUTE" in rec and reason:
+        raise UnsupportedGraph(
+            f"the checkpoint policy says MUST_RECOMPUTE for {node.format_node()}, but it "
+            f"{reason}. Return MUST_SAVE or PREFER_RECOMPUTE for this op in the policy function."
+        )
+    if reason or not ("MUST_RECOMPUTE" in rec or "PREFER_RECOMPUTE" in rec):
+        return False
+    return not _read_outside_region(node, node.meta.get("ac_graph_id"), forward)
+
+
+def _read_outside_region(node: fx.Node, region: object, forward: set[fx.Node]) -> bool:
+    """True if a forward op outside checkpoint ``region`` reads ``node`` (through its views)."""
+    for user in node.users:
+        if user not in forward:
+            continue
+        inside = user.meta.get("recompute") is not None and user.meta.get("ac_graph_id") == region
+        if not inside:
+            return True
+        val, mine = user.meta.get("val"), node.meta.get("val")
+        aliases = (
+            isinstance(val, torch.Tensor)
+            and isinstance(mine, torch.Tensor)
+            and _storage(val) == _storage(mine)
+        )
+        if aliases and _read_outside_region(user, region, forward):
+            return True
+    return False
 
 
 def _flops(node: fx.Node) -> int:
@@ -273,6 +311,8 @@ def capture_joint(
         return n in bwd or (n.op == "placeholder" and P._is_tangent(n))
 
     tuple_nodes: set[str] = set()
+    policy_recomputes: set[str] = set()  # the user's checkpoint policy forbids saving these
+    fwd_fx = {n for n in nodes if n.op == "call_function" and not is_bwd_fx(n)}
     tangents = [p for p in placeholders if P._is_tangent(p) and rooted.get(p) is p]
     for r in tangents:
         nb = sum(_nbytes(v) for v in _tensor_vals(r.meta["val"]) if v is not None)
@@ -300,6 +340,8 @@ def capture_joint(
             )
         # members that are views of this storage must be recomputable too
         reason = _never_recompute_reason(n)
+        if phase == "fwd" and _policy_forbids_saving(n, reason, fwd_fx):
+            policy_recomputes.add(n.name)
         flops = _flops(n)
         moved = (
             nbytes
@@ -331,7 +373,7 @@ def capture_joint(
                 cost_ns,
                 phase == "fwd" and not reason,
                 phase == "fwd" and is_req,
-                phase == "fwd" and is_req and not is_tuple,
+                phase == "fwd" and is_req and not is_tuple and n.name not in policy_recomputes,
                 False,
                 tied,
             ),
@@ -381,7 +423,7 @@ def capture_joint(
         if a["phase"] != "fwd" or a["required"]:
             continue
         a["required"] = True
-        a["savable"] = v not in tuple_nodes
+        a["savable"] = v not in tuple_nodes and v not in policy_recomputes
         stack.extend(g.pred[v])
 
     # -- outputs are pinned: forward outputs stay with the user, gradients with autograd

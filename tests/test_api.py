@@ -154,14 +154,18 @@ class Broken(nn.Module):
         return self.b(h).square().mean()
 
 
-def test_graph_break_plans_each_region_and_warns_about_the_budget():
+def test_graph_break_plans_each_region_sharing_the_budget():
+    """graphremat.compile plans each region with the others' residents (tests/test_graph_breaks.py
+    checks the accounting), so there is nothing to warn about."""
     torch.manual_seed(0)
     model, inputs = Broken(), (torch.randn(128, 32),)
     mine = copy.deepcopy(model)
     cm = graphremat.compile(mine, budget=1.0, codegen="eager")
-    with pytest.warns(RuntimeWarning, match="graph break"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         loss = train_step(cm, inputs)
-    assert len(cm.graphremat_plans) == 2
+    first, second = cm.graphremat_plans
+    assert second.fixed_bytes > first.fixed_bytes  # the first region's saved values are counted
     assert_matches(reference(model, inputs), mine, loss)
 
 
@@ -170,8 +174,7 @@ def test_new_input_shape_gets_its_own_plan(small):
     mine = copy.deepcopy(model)
     cm = graphremat.compile(mine, budget=1.0, codegen="eager")
     train_step(cm, (x,))
-    with pytest.warns(RuntimeWarning, match="recompilation"):
-        train_step(cm, (x[:128],))
+    train_step(cm, (x[:128],))  # a recompilation: the new shape is planned on its own
     first, second = cm.graphremat_plans
     assert second.unconstrained_peak_bytes < first.unconstrained_peak_bytes
     assert_matches(reference(model, (x[:128],)), mine, train_step(cm, (x[:128],)))
