@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -12,6 +13,10 @@ from .errors import GraphRematError, UnsupportedGraph
 from .planner import Options, PlanReady
 from .report import Plan
 from .solvers.result import SolveResult
+
+
+#: Dynamo's recompile limits while a graphremat-compiled model runs (see _raising_graphremat_errors)
+UNLIMITED_RECOMPILES = 2**20
 
 
 def compile(
@@ -60,22 +65,45 @@ def compile(
     backend = GraphrematBackend(options, model=model)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
-        compiled.forward = _raising_graphremat_errors(compiled.forward, model)
+        compiled.forward = _raising_graphremat_errors(compiled.forward, model, backend.plans)
     else:
-        compiled = _raising_graphremat_errors(compiled, model)
+        compiled = _raising_graphremat_errors(compiled, model, backend.plans)
     compiled.graphremat_plans = backend.plans
     compiled.graphremat_backend = backend
     return compiled
 
 
-def _raising_graphremat_errors(fn: Callable, model: object = None) -> Callable:
+def _raising_graphremat_errors(
+    fn: Callable, model: object = None, plans: list | None = None
+) -> Callable:
     """Re-raise graphremat's own errors as themselves, not wrapped in Dynamo's
-    BackendCompilerFailed, so ``except graphremat.InfeasibleBudget`` works."""
+    BackendCompilerFailed, so ``except graphremat.InfeasibleBudget`` works.
+
+    Also lifts Dynamo's recompile limit while the model runs: past it Dynamo would run the
+    step eagerly, without any plan, so the budget would silently not hold (every new input
+    shape needs its own plan; other compiles of the same model class count towards the limit).
+    If a training call still ran without any plan (Dynamo had given up on the model's code
+    before graphremat saw it), warns: the budget is then not enforced.
+    """
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with torch._dynamo.config.patch(
+                recompile_limit=UNLIMITED_RECOMPILES,
+                accumulated_recompile_limit=UNLIMITED_RECOMPILES,
+            ):
+                out = fn(*args, **kwargs)
+            if plans is not None and not plans and _needs_grad(out):
+                warnings.warn(
+                    "graphremat: this training step ran without a plan: Dynamo did not compile "
+                    "it (it gave up on this model's code earlier, e.g. at its recompile limit "
+                    "before graphremat.compile was called), so the budget is NOT enforced. Call "
+                    "torch._dynamo.reset() before graphremat.compile.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return out
         except torch._dynamo.exc.BackendCompilerFailed as e:
             found = _unwrap(e)
             if isinstance(found, GraphRematError):
@@ -86,6 +114,13 @@ def _raising_graphremat_errors(fn: Callable, model: object = None) -> Callable:
             raise
 
     return call
+
+
+def _needs_grad(out: object) -> bool:
+    leaves = torch.utils._pytree.tree_leaves(out)
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in leaves
+    )
 
 
 def _raise_if_mixed_devices(e: RuntimeError, model: object, args: tuple, kwargs: dict) -> None:
@@ -135,7 +170,9 @@ def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, 
     try:
         # planning stores no compiled code, but earlier compiles of the same model class count
         # towards Dynamo's recompile limit: past it Dynamo would run eager and plan nothing
-        with torch._dynamo.config.patch(recompile_limit=2**20, accumulated_recompile_limit=2**20):
+        with torch._dynamo.config.patch(
+            recompile_limit=UNLIMITED_RECOMPILES, accumulated_recompile_limit=UNLIMITED_RECOMPILES
+        ):
             compiled(*inputs)
     except Exception as e:  # compilation is stopped on purpose by PlanReady
         found = _unwrap(e)

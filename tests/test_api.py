@@ -178,3 +178,33 @@ def test_new_input_shape_gets_its_own_plan(small):
     first, second = cm.graphremat_plans
     assert second.unconstrained_peak_bytes < first.unconstrained_peak_bytes
     assert_matches(reference(model, (x[:128],)), mine, train_step(cm, (x[:128],)))
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x).square().mean()
+
+
+def test_compile_plans_even_past_dynamo_recompile_limit():
+    """Other compiles of the same model class count towards Dynamo's recompile limit; past it
+    Dynamo would run the step eagerly, without a plan. graphremat lifts the limit."""
+    limit = torch._dynamo.config.recompile_limit
+    for batch in range(1, limit + 1):  # a new shape each time: a new cache entry
+        torch.compile(Tiny(), backend="eager", dynamic=False)(torch.randn(batch, 8))
+    cm = graphremat.compile(Tiny(), budget=1.0, codegen="eager")
+    cm(torch.randn(limit + 5, 8)).backward()
+    assert len(cm.graphremat_plans) == 1
+
+
+def test_a_step_dynamo_gave_up_on_warns_that_the_budget_is_not_enforced():
+    limit = torch._dynamo.config.recompile_limit
+    for batch in range(1, limit + 3):  # past the limit: Dynamo runs Tiny.forward eagerly from now
+        torch.compile(Tiny(), backend="eager", dynamic=False)(torch.randn(batch, 8))
+    cm = graphremat.compile(Tiny(), budget=1.0, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="without a plan"):
+        cm(torch.randn(limit + 5, 8)).backward()
+    assert not cm.graphremat_plans
