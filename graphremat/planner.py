@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import pickle
 import time
 import warnings
 from collections import deque
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.distributed as dist
 import torch.fx as fx
 
 from . import __version__
@@ -157,7 +159,7 @@ class Partitioner(P.CustomPartitionerFn):
             _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
         )
         try:
-            fw, bw, plan = make_plan(
+            fw, bw, plan = make_plan_on_every_rank(
                 joint,
                 num_fwd_outputs,
                 self.options,
@@ -203,6 +205,67 @@ def _own_resident_bytes(joint: fx.GraphModule, num_fwd_outputs: int, primals, st
             if isinstance(val, torch.Tensor):
                 total += val.untyped_storage().nbytes()
     return total
+
+
+def _distributed_rank() -> int | None:
+    """This process's rank when torch.distributed runs more than one process, else None."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return dist.get_rank()
+
+
+def _broadcast_from_rank0(obj: object) -> object:
+    """Rank 0's ``obj`` on every rank of the default process group (real tensors: the
+    partitioner runs under the compile's fake-tensor mode)."""
+    box = [obj]
+    with P.unset_fake_temporarily():
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _portable(e: Exception) -> tuple[type[Exception], str, dict]:
+    """``e`` as (class, message, attributes) that unpickle on another rank; a GraphRematError
+    with the same message where ``e`` does not pickle."""
+    try:
+        return pickle.loads(pickle.dumps((type(e), str(e), vars(e))))
+    except Exception:
+        return GraphRematError, f"{type(e).__name__}: {e}", {}
+
+
+def _rebuilt(cls: type[Exception], message: str, state: dict) -> Exception:
+    e = cls.__new__(cls)
+    e.args = (message,)
+    e.__dict__.update(state)
+    return e
+
+
+def make_plan_on_every_rank(
+    joint: fx.GraphModule, num_fwd_outputs: int, options: Options, **kwargs
+) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
+    """:func:`make_plan`, with one plan for every rank under torch.distributed.
+
+    A time-limited solve can stop at different points on different ranks (load differs), and
+    the plan cache is per machine, so ranks would not always agree. With more than one process
+    in the default process group, rank 0 plans and broadcasts its plan (or its error); every
+    other rank adopts it: re-emits rank 0's saved set on its own graph and replays it, and
+    raises if the replay differs from rank 0's (the ranks traced different graphs). Every rank
+    must compile the same regions in the same order (data parallelism: DDP, FSDP2).
+    """
+    rank = _distributed_rank()
+    if rank is None:
+        return make_plan(joint, num_fwd_outputs, options, **kwargs)
+    if rank != 0:
+        got = _broadcast_from_rank0(None)
+        if isinstance(got, tuple):  # rank 0 raised
+            raise _rebuilt(*got)
+        return make_plan(joint, num_fwd_outputs, options, adopt=got, **kwargs)
+    try:
+        fw, bw, plan = make_plan(joint, num_fwd_outputs, options, **kwargs)
+    except Exception as e:
+        _broadcast_from_rank0(_portable(e))
+        raise
+    _broadcast_from_rank0(plan)
+    return fw, bw, plan
 
 
 def _solver_name(solver) -> str:
@@ -267,7 +330,10 @@ def make_plan(
     *,
     static_lifetime_input_nodes=None,
     outside_bytes: int = 0,
+    adopt: Plan | None = None,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
+    """Plan one joint graph; with ``adopt`` (another rank's plan for the same graph), re-emit
+    and replay that plan's saved set instead of solving."""
     t0 = time.perf_counter()
     if options.codegen == "eager":
         # under Inductor the dropout kernel's unused output buffer outlives the op (measured:
@@ -293,6 +359,16 @@ def make_plan(
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
     budget_bytes = options.budget.resolve(unconstrained)
+    if adopt is not None:
+        replayed = _replay(adopt, problem, emit, budget_bytes)
+        if isinstance(replayed, str):
+            raise GraphRematError(
+                f"rank 0's plan does not fit this rank's graph ({replayed}): the ranks traced "
+                "different graphs. graphremat needs every rank to compile the same regions "
+                "with the same shapes (data parallelism)."
+            )
+        fw, bw, _ = replayed
+        return fw, bw, replace(adopt, solve_time_s=time.perf_counter() - t0)
     cache_at = plan_cache.cache_dir(options.cache)
     fingerprint = problem.fingerprint()
     key = plan_cache.plan_key(fingerprint, budget_bytes, options) if cache_at else None
@@ -434,29 +510,35 @@ def _min_peak_from_disk(directory, key: str, problem) -> tuple[MinPeak, float] |
     return mp, float(doc["time_limit_s"])
 
 
+def _replay(plan: Plan, problem, emit, budget_bytes: int):
+    """``(fw, bw, sim)``: ``plan``'s saved set re-emitted on this graph and replayed by the
+    simulator; or why it does not fit (a string): unknown values, another budget, or a replay
+    that does not reproduce the plan's recorded peak."""
+    saved = frozenset(plan.saved)
+    ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
+    if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
+        return "the plan does not match this graph or budget"
+    fw, bw, sim = emit(ev.saved)
+    if sim.peak_bytes != plan.predicted_peak_bytes or sim.peak_bytes > budget_bytes:
+        recorded = plan.predicted_peak_bytes
+        return f"it replays to {sim.peak_bytes} bytes, not the {recorded} it recorded"
+    return fw, bw, sim
+
+
 def _from_cache(directory, key, problem, emit, budget_bytes: int, t0: float):
     """The cached plan for ``key`` re-emitted and re-checked by the simulator, or None."""
     plan = plan_cache.load(directory, key)
     if plan is None:
         return None
-    saved = frozenset(plan.saved)
-    ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
-    if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
+    replayed = _replay(plan, problem, emit, budget_bytes)
+    if isinstance(replayed, str):
         warnings.warn(
-            "graphremat: a plan cache entry does not match this graph; solving again",
+            f"graphremat: a plan cache entry does not fit ({replayed}); solving again",
             RuntimeWarning,
             stacklevel=3,
         )
         return None
-    fw, bw, sim = emit(ev.saved)
-    if sim.peak_bytes != plan.predicted_peak_bytes or sim.peak_bytes > budget_bytes:
-        warnings.warn(
-            f"graphremat: a cached plan replays to {sim.peak_bytes} bytes, not the "
-            f"{plan.predicted_peak_bytes} it recorded; solving again",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
+    fw, bw, sim = replayed
     log.info("graphremat: plan loaded from the cache (%s) and re-checked", key[:12])
     plan = replace(
         plan,

@@ -1,0 +1,225 @@
+"""One rank of a tests/test_distributed.py scenario: ``python dist_worker.py SCENARIO OUT_DIR``.
+
+Started twice by the test with torchrun's environment (MASTER_ADDR, MASTER_PORT, WORLD_SIZE,
+RANK); joins a gloo process group on CPU, runs the scenario and writes what the test checks to
+``OUT_DIR/rank{RANK}.pt`` (``torch.save`` of plain data: gradients, plan summaries, peaks).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+import torch.nn.functional as F
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import graphremat
+from graphremat.measure import measure_peak_memory
+from graphremat.regions import model_resident_bytes
+from graphremat.report import Plan
+
+WIDTH = 256
+BATCH = 512
+
+
+class Deep(nn.Module):
+    """Eight Linear+GELU layers and a head, returning the loss. Each layer's parameters are
+    256 KiB, so DDP with ``bucket_cap_mb=1`` makes two buckets: two compiled regions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(WIDTH, WIDTH) for _ in range(8))
+        self.head = nn.Linear(WIDTH, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = F.gelu(layer(x))
+        return self.head(x).square().mean()
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(WIDTH, WIDTH), nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(F.gelu(self.up(x)))
+
+
+class Residual(nn.Module):
+    """Three residual blocks and a head (the FSDP2 model: one ``fully_shard`` per block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block() for _ in range(3))
+        self.head = nn.Linear(WIDTH, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x).square().mean()
+
+
+class AllReduced(nn.Module):
+    """A functional collective inside the compiled graph: its output is needed by the backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = (
+            nn.Linear(WIDTH, WIDTH),
+            nn.Linear(WIDTH, WIDTH),
+            nn.Linear(WIDTH, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x).sin()
+        total = funcol.all_reduce(h.detach(), "sum", dist.group.WORLD)
+        return self.c(self.b(h * total).sin()).square().mean()
+
+
+def step(model, x: torch.Tensor) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    loss = model(x)
+    loss.backward()
+    return loss.detach()
+
+
+def summary(plan: Plan) -> dict:
+    """What must be identical on every rank, and what the test inspects."""
+    return {
+        "saved": plan.saved,
+        "recomputed": plan.recomputed,
+        "budget_bytes": plan.budget_bytes,
+        "predicted_peak_bytes": plan.predicted_peak_bytes,
+        "fixed_bytes": plan.fixed_bytes,
+        "saved_bytes": plan.saved_bytes,
+        "min_feasible_bytes": plan.min_feasible_bytes,
+        "unconstrained_peak_bytes": plan.unconstrained_peak_bytes,
+        "status": plan.status,
+        "solver": plan.solver,
+        "tensors": [(t.name, t.op, t.decision, t.note) for t in plan.tensors],
+    }
+
+
+def local_grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each parameter's gradient as this rank holds it (a DTensor's full tensor)."""
+    return {
+        n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone()
+        for n, p in model.named_parameters()
+    }
+
+
+def ddp(rank: int) -> dict:
+    torch.manual_seed(0)
+    model = Deep()
+    torch.manual_seed(100 + rank)  # each rank its own data
+    x = torch.randn(BATCH, WIDTH)
+    ref = DDP(copy.deepcopy(model), bucket_cap_mb=1)
+    step(ref, x)
+    # the budget: between the second region's smallest peak and its peak without remat
+    probe = graphremat.compile(
+        DDP(copy.deepcopy(model), bucket_cap_mb=1), budget=10**9, codegen="eager", time_limit_s=2
+    )
+    step(probe, x)
+    second = probe.graphremat_plans[1]
+    budget = (second.min_feasible_bytes + second.unconstrained_peak_bytes) // 2
+    mine = DDP(copy.deepcopy(model), bucket_cap_mb=1)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager", time_limit_s=2)
+    loss = step(cmodel, x)
+    grads = local_grads(mine.module)
+    step(cmodel, x)  # DDP rebuilds its buckets in the second step: measure the third
+    mine.zero_grad(set_to_none=True)
+    peak = measure_peak_memory(lambda *_: step(cmodel, x), mine, x)
+    params = [p.nbytes for p in model.parameters()]
+    return {
+        "loss": loss,
+        "ref_loss": step(ref, x),
+        "grads": grads,
+        "ref_grads": local_grads(ref.module),
+        "plans": [summary(p) for p in cmodel.graphremat_plans],
+        "budget": budget,
+        "peak": peak,
+        "params_bytes": sum(params),
+        "first_bucket_params_bytes": sum(params[:8]),  # layers 0-3: weight and bias each
+        "input_bytes": x.nbytes,
+        "resident_bytes": model_resident_bytes(mine),
+    }
+
+
+def fsdp2(rank: int) -> dict:
+    torch.manual_seed(0)
+    model = Residual()
+    torch.manual_seed(100 + rank)
+    x = torch.randn(BATCH, WIDTH)
+
+    def shard(m: Residual) -> Residual:
+        for block in m.blocks:
+            fully_shard(block)
+        return fully_shard(m)
+
+    ref = shard(copy.deepcopy(model))
+    ref_loss = step(ref, x)
+    mine = shard(copy.deepcopy(model))
+    cmodel = graphremat.compile(mine, budget=1.0, codegen="eager", time_limit_s=2)
+    loss = step(cmodel, x)
+    return {
+        "loss": loss,
+        "ref_loss": ref_loss,
+        "grads": local_grads(mine),
+        "ref_grads": local_grads(ref),
+        "plans": [summary(p) for p in cmodel.graphremat_plans],
+    }
+
+
+def plans(rank: int) -> dict:
+    """Plan-only: a collective inside the graph; rank-dependent solvers; an error on rank 0."""
+    torch.manual_seed(0)
+    model = AllReduced()
+    torch.manual_seed(100 + rank)
+    x = torch.randn(BATCH, WIDTH)
+    collective = graphremat.plan(model, x, budget=0.9, time_limit_s=2)
+
+    # a solver that answers differently on each rank: rank 0's answer must win everywhere
+    ranked = graphremat.solvers.get_solver("cpsat" if rank == 0 else "recompute_all")
+    differing = graphremat.plan(model, x, budget=0.95, solver=ranked, cache=False)
+
+    def failing(problem, budget_bytes, **kwargs):
+        if rank == 0:
+            raise RuntimeError("rank 0's solver failed")
+        return graphremat.solvers.get_solver("cpsat")(problem, budget_bytes, **kwargs)
+
+    try:
+        graphremat.plan(model, x, budget=0.9, solver=failing, cache=False)
+        error = None
+    except graphremat.GraphRematError as e:
+        error = (type(e).__name__, str(e))
+    return {
+        "collective": summary(collective),
+        "differing": summary(differing),
+        "error": error,
+    }
+
+
+SCENARIOS = {"ddp": ddp, "fsdp2": fsdp2, "plans": plans}
+
+
+def main() -> None:
+    scenario, out_dir = sys.argv[1], Path(sys.argv[2])
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    try:
+        result = SCENARIOS[scenario](rank)
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, out_dir / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Distributed data parallelism: DDP and FSDP2 with graphremat.compile, 2 ranks, gloo on CPU.
+
+Each test starts two processes of tests/dist_worker.py (torchrun's environment: MASTER_ADDR,
+MASTER_PORT, WORLD_SIZE, RANK) and checks what they wrote: gradients against a plain eager run
+of the same wrapper and seeds, the same plans on every rank, the measured peak per rank against
+the budget, and collectives never recomputed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+WORLD_SIZE = 2
+TIMEOUT_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
+    """Run ``scenario`` on 2 ranks; return each rank's results (rank order)."""
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(WORLD_SIZE),
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), scenario, str(out_dir)],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(WORLD_SIZE)
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    failed = [
+        (r, p.returncode, out[-4000:])
+        for r, (p, out) in enumerate(zip(procs, outputs, strict=True))
+    ]
+    failed = [f for f in failed if f[1] != 0]
+    assert not failed, "\n".join(f"rank {r} exited {rc}:\n{out}" for r, rc, out in failed)
+    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+def assert_same_plans(per_rank: list[list[dict]]) -> None:
+    first, *others = per_rank
+    for rank, plans in enumerate(others, start=1):
+        assert plans == first, f"rank {rank}'s plans differ from rank 0's"
+
+
+def assert_grads_match(result: dict) -> None:
+    torch.testing.assert_close(result["loss"], result["ref_loss"])
+    assert result["grads"].keys() == result["ref_grads"].keys()
+    for name, grad in result["grads"].items():
+        torch.testing.assert_close(
+            grad, result["ref_grads"][name], msg=lambda m, name=name: f"grad {name}: {m}"
+        )
+
+
+def _is_collective(op: str) -> bool:
+    return op.startswith("_c10d_functional.")
+
+
+def test_ddp_buckets_share_the_budget(tmp_path):
+    """DDP(model), then graphremat.compile: Dynamo's DDPOptimizer splits the step at the two
+    gradient buckets; each bucket is a region planned with the other's residents."""
+    results = run_ranks("ddp", tmp_path)
+    assert_same_plans([r["plans"] for r in results])
+    for r in results:
+        assert_grads_match(r)
+        first, second = r["plans"]
+        assert second["recomputed"]  # the budget made the second region recompute
+        # residents: parameters, gradients and DDP's gradient buckets (a third copy), less the
+        # region's own parameters and gradients, plus its own parameters and its input
+        total, own0 = r["params_bytes"], r["first_bucket_params_bytes"]
+        own1 = total - own0
+        assert r["resident_bytes"] == 3 * total
+        assert first["fixed_bytes"] == 3 * total - own0 + r["input_bytes"]
+        # ... and, for the second region, what the first one saved for its backward
+        assert second["fixed_bytes"] == (3 * total - own1 + r["input_bytes"] + first["saved_bytes"])
+        # DDP's buckets are allocated before the step: the measured peak does not see them
+        assert r["peak"] <= r["budget"] - total, (r["peak"], r["budget"], total)
+
+
+def test_fsdp2_gradients_and_identical_plans(tmp_path):
+    """fully_shard per block and at the root, then graphremat.compile: FSDP2's hooks run
+    outside the compiled regions (Dynamo does not trace them), so its all-gathers and
+    reduce-scatters are never in a plan."""
+    results = run_ranks("fsdp2", tmp_path)
+    assert_same_plans([r["plans"] for r in results])
+    for r in results:
+        assert_grads_match(r)
+        assert r["plans"]
+        for plan in r["plans"]:
+            assert not any(_is_collective(op) for _, op, _, _ in plan["tensors"])
+
+
+@pytest.fixture(scope="module")
+def plan_results(tmp_path_factory) -> list[dict]:
+    return run_ranks("plans", tmp_path_factory.mktemp("plans"))
+
+
+def test_collectives_in_the_graph_are_saved_never_recomputed(plan_results):
+    """A functional all_reduce inside the compiled graph: the plan recomputes other values but
+    keeps the collective's result (its wait_tensor) saved, as not recomputable."""
+    assert_same_plans([[r["collective"]] for r in plan_results])
+    plan = plan_results[0]["collective"]
+    assert plan["recomputed"]
+    records = {name: (op, decision, note) for name, op, decision, note in plan["tensors"]}
+    collectives = {n: rec for n, rec in records.items() if _is_collective(rec[0])}
+    assert any(op == "_c10d_functional.wait_tensor.default" for op, _, _ in collectives.values())
+    for name, (_, decision, note) in collectives.items():
+        assert decision != "recomputed", name
+        if decision == "saved":
+            assert "is a collective" in note, (name, note)
+    assert not set(plan["recomputed"]) & set(collectives)
+
+
+def test_rank0_plan_is_every_rank_plan(plan_results):
+    """Ranks whose own solvers would disagree (cpsat on rank 0, recompute-all elsewhere) end
+    up with rank 0's plan; rank 0's solver error is raised on every rank."""
+    assert_same_plans([[r["differing"]] for r in plan_results])
+    assert plan_results[1]["differing"]["solver"] == plan_results[0]["differing"]["solver"]
+    assert plan_results[0]["differing"]["solver"].startswith("cpsat")
+    errors = [r["error"] for r in plan_results]
+    assert errors[0] is not None and errors[0][0] == "SolverFailed"
+    assert "rank 0's solver failed" in errors[0][1]
+    assert errors[1] == errors[0]
