@@ -20,12 +20,15 @@ from torch._functorch.partitioners import (
     is_not_collective,
     min_cut_rematerialization_partition,
 )
+from torch._guards import CompileContext, TracingContext
 from torch._inductor.custom_graph_pass import CustomPartitionerFn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.flop_counter import flop_registry
 
 __all__ = [
+    "CompileContext",
+    "TracingContext",
     "CustomPartitionerFn",
     "StorageWeakRef",
     "_extract_fwd_bwd_modules",
@@ -44,3 +47,8 @@ __all__ = [
     "min_cut_rematerialization_partition",
     "unset_fake_temporarily",
 ]
+
+
+def graph_break_reason(gm) -> object:
+    """Dynamo's ``GraphCompileReason`` when ``gm`` ends at a graph break, else None."""
+    return getattr(gm, "compile_subgraph_reason", None)

@@ -126,7 +126,7 @@ def graphremat_backend(gm: torch.fx.GraphModule, example_inputs, options: dict |
             'options={"budget": "6GiB"}) (or a fraction such as 0.5, or an int of bytes)'
         )
     backend = GraphrematBackend(Options.make(opts.pop("budget"), **opts))
-    reason = getattr(gm, "compile_subgraph_reason", None)
+    reason = P.graph_break_reason(gm)
     if getattr(reason, "graph_break", False):
         warnings.warn(
             "graphremat: this compiled region ends at a graph break. torch.compile(backend="

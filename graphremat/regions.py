@@ -24,6 +24,8 @@ import torch
 from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
+from . import _private as P
+
 
 def _local(t: torch.Tensor) -> torch.Tensor:
     """The part of ``t`` this process holds: a DTensor's (FSDP2's sharded parameters) local
@@ -90,10 +92,10 @@ def current_region_key() -> object:
     """Dynamo's frame id of the graph being compiled (None outside a Dynamo compile); under
     DistributedDataParallel, ``(frame id, bucket)``: Dynamo's DDPOptimizer splits one frame's
     graph at gradient-bucket boundaries and compiles the pieces in forward order, each a region."""
-    compile_id = torch._guards.CompileContext.current_compile_id()
+    compile_id = P.CompileContext.current_compile_id()
     if compile_id is None:
         return None
-    tracing = torch._guards.TracingContext.try_get()
+    tracing = P.TracingContext.try_get()
     ddp = getattr(tracing, "ddp_optimizer_ctx", None)
     # curr_bucket counts the pieces compiled so far in this frame (-1 before the first)
     return compile_id.frame_id if ddp is None else (compile_id.frame_id, ddp.curr_bucket)

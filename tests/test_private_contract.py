@@ -66,3 +66,16 @@ def test_unset_fake_temporarily_is_a_context_manager():
 def test_boxed_nop_and_aot_autograd():
     assert callable(P.boxed_nop) and callable(P.aot_autograd)
     assert "num_fwd_outputs" in inspect.signature(P.default_partition).parameters
+
+
+def test_region_keys_and_graph_break_reasons():
+    """graphremat.regions keys regions by Dynamo's frame id (and DDPOptimizer's bucket), and the
+    string backend reads Dynamo's graph-break reason off the compiled GraphModule."""
+    import inspect as _inspect
+
+    from torch._dynamo import output_graph
+
+    assert P.CompileContext.current_compile_id() is None  # outside a compile
+    assert P.TracingContext.try_get() is None
+    assert "ddp_optimizer_ctx" in _inspect.getsource(P.TracingContext.__init__)
+    assert "gm.compile_subgraph_reason" in _inspect.getsource(output_graph)
