@@ -69,10 +69,16 @@ class RematProblem:
     # derived indices, filled in __post_init__
     fwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
     bwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
+    # plan-independent results (fixed profile, last forward uses, backward reads), computed once
+    # on first use:
+    # solvers evaluate thousands of saved sets of one problem. The graph must not change after
+    # construction.
+    _memo: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fwd_pos", {n: i for i, n in enumerate(self.fwd_order)})
         object.__setattr__(self, "bwd_pos", {n: i for i, n in enumerate(self.bwd_order)})
+        object.__setattr__(self, "_memo", {})
         self._validate()
 
     # ---------------------------------------------------------------- structure
@@ -127,12 +133,23 @@ class RematProblem:
 
     def last_fwd_use(self, node: str) -> int:
         """Last forward step at which ``node``'s forward copy is read (its own step if none)."""
-        g = self.graph
-        last = self.fwd_pos[node]
-        for c in g.successors(node):
-            if self.is_fwd(c) and g.nodes[c]["required"]:
-                last = max(last, self.fwd_pos[c])
-        return last
+        memo = self._memo.setdefault("last_fwd_use", {})
+        if node not in memo:
+            g = self.graph
+            last = self.fwd_pos[node]
+            for c in g.successors(node):
+                if self.is_fwd(c) and g.nodes[c]["required"]:
+                    last = max(last, self.fwd_pos[c])
+            memo[node] = last
+        return memo[node]
+
+    def read_by_bwd(self) -> tuple[str, ...]:
+        """Forward nodes that some backward node reads (with repeats), in backward order."""
+        if "read_by_bwd" not in self._memo:
+            g = self.graph
+            reads = (u for b in self.bwd_order for u in g.pred[b] if self.is_fwd(u))
+            self._memo["read_by_bwd"] = tuple(reads)
+        return self._memo["read_by_bwd"]
 
     def last_bwd_use_of_bwd(self, node: str) -> int:
         last = self.bwd_pos[node]
@@ -147,6 +164,11 @@ class RematProblem:
         forward transients, and every backward node. Plan-dependent parts (saved extensions and
         recomputations) are added by :func:`evaluate` and by the solvers.
         """
+        if "fixed_profile" not in self._memo:
+            self._memo["fixed_profile"] = tuple(self._fixed_profile())
+        return list(self._memo["fixed_profile"])
+
+    def _fixed_profile(self) -> list[int]:
         g = self.graph
         num_f, total = self.num_fwd, self.num_steps
         diff = [0] * (total + 1)
@@ -257,7 +279,7 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
     needed: set[str] = set()
     recomputed: set[str] = set()
     bad = ""
-    stack = [u for b in problem.bwd_order for u in g.pred[b] if problem.is_fwd(u)]
+    stack = list(problem.read_by_bwd())
     while stack:
         u = stack.pop()
         if u in needed:

@@ -9,6 +9,7 @@ independent checker (:func:`replay_checkmate`). CP-SAT runs on one worker: with 
 from __future__ import annotations
 
 import itertools
+import random
 import subprocess
 import sys
 import textwrap
@@ -18,13 +19,20 @@ import pytest
 from graphremat.solvers import get_solver
 from graphremat.solvers.bruteforce import solve_bruteforce
 from graphremat.solvers.checkmate import solve_checkmate, solve_checkmate_dag
-from graphremat.solvers.cpsat import min_peak, solve_cpsat
+from graphremat.solvers.cpsat import build_model, min_peak, relaxed_bound, solve_cpsat
 from graphremat.solvers.greedy import greedy_fit, greedy_min_peak
-from graphremat.solvers.problem import ProblemError, RematProblem, evaluate, save_all_set
+from graphremat.solvers.problem import (
+    ProblemError,
+    RematProblem,
+    evaluate,
+    must_save_set,
+    save_all_set,
+)
 from graphremat.solvers.result import SolveStatus
+from graphremat.solvers.sat import solve_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from synthetic import random_problem
+from synthetic import _node, random_problem
 
 ONE_WORKER = {"num_workers": 1, "time_limit_s": 30}
 FRACTIONS = (0.5, 0.65, 0.8, 0.9, 1.0)
@@ -72,14 +80,20 @@ def test_greedy_plans_are_exact_and_never_beat_the_optimum(p):
 @few
 @given(problems)
 def test_cpsat_optimum_equals_bruteforce(p):
+    """CP-SAT's optimum is the enumerated one, and the relaxed model's bound (with its cut
+    rounds) never exceeds it; a relaxed plan it returns fits and costs no less."""
     full = save_all_peak(p)
     for frac in FRACTIONS:
         budget = int(frac * full)
         exact = solve_bruteforce(p, budget)
         got = solve_cpsat(p, budget, **ONE_WORKER)
         assert got.status == exact.status, (p.name, budget)
+        bound, plan = relaxed_bound(p, budget, time_limit_s=10, work_s=100)
         if exact.status.has_plan:
             assert got.objective == exact.objective, (p.name, budget)
+            assert bound <= exact.objective, (p.name, budget)
+        if plan is not None:
+            assert plan.peak_bytes <= budget and plan.cost >= exact.objective
 
 
 @few
@@ -90,6 +104,95 @@ def test_min_peak_is_the_smallest_feasible_budget(p):
     assert evaluate(p, mp.saved).peak_bytes == mp.peak_bytes
     assert solve_bruteforce(p, mp.peak_bytes).status is SolveStatus.OPTIMAL
     assert solve_bruteforce(p, mp.peak_bytes - 1).status is SolveStatus.INFEASIBLE
+
+
+# --------------------------------------------------------------------------- redundant rows
+
+
+def _fitting_plans(p: RematProblem, budget: int):
+    """Every distinct plan of the class (by enumeration) whose peak fits ``budget``."""
+    free = [v for v in p.candidates() if p.attr(v, "savable") and p.attr(v, "recomputable")]
+    seen = set()
+    for k in range(len(free) + 1):
+        for combo in itertools.combinations(free, k):
+            ev = evaluate(p, must_save_set(p) | set(combo))
+            if ev.valid and ev.peak_bytes <= budget and ev.saved not in seen:
+                seen.add(ev.saved)
+                yield ev
+
+
+def with_savable_ops(p: RematProblem) -> RematProblem:
+    """``p`` with its multi-output ops made savable (their outputs then get no early literals)."""
+    g = p.graph.copy()
+    for _, a in g.nodes(data=True):
+        if a["tied_to"] is not None:
+            g.nodes[a["tied_to"]]["savable"] = True
+    return RematProblem(g, p.fwd_order, p.bwd_order, p.fixed_bytes, p.name + "-savable-ops")
+
+
+@settings(max_examples=10, deadline=None)
+@given(problems, st.booleans())
+def test_every_fitting_plan_satisfies_the_redundant_rows(p, savable_ops):
+    """The crossing rows, early literals and need dominance cut off no plan: each plan that
+    fits, with early[x,s] set to "recomputed before backward step s", satisfies the relaxed
+    model (decisions and rows only)."""
+    p = with_savable_ops(p) if savable_ops else p
+    full = save_all_peak(p)
+    for frac in (0.65, 0.8, 0.9):
+        budget = int(frac * full)
+        for ev in _fitting_plans(p, budget):
+            built = build_model(p, budget, relaxed=True)
+            m = built.model
+            for v, var in built.save.items():
+                m.add(var == int(v in ev.saved))
+            for v, var in built.recomp.items():
+                m.add(var == int(v in ev.recomputed))
+            for (v, s), var in built.early.items():
+                m.add(var == int(v in ev.recomputed and ev.slot[v] < s))
+            _, status, _ = solve_model(
+                m, time_limit_s=10, seed=0, num_workers=1, log_progress=False
+            )
+            assert status.has_plan, (p.name, budget, sorted(ev.saved))
+
+
+def chain_problem(num_layers: int, seed: int = 0) -> RematProblem:
+    """A forward chain whose mirrored backward reads each value once (a deep MLP's shape):
+    large enough that CP-SAT stops on its work limit, not on a proof."""
+    rng = random.Random(seed)
+    g = nx.DiGraph()
+    fwd = [f"f{i}" for i in range(num_layers)]
+    for i, v in enumerate(fwd):
+        g.add_node(v, **_node("fwd", rng.choice([1, 2, 4, 8]) * 16, rng.randint(1, 50)))
+        if i:
+            g.add_edge(fwd[i - 1], v)
+    g.add_node("loss", **_node("fwd", 16, 1, pinned=True))
+    g.add_edge(fwd[-1], "loss")
+    bwd = [f"b{j}" for j in range(num_layers)]
+    for j, b in enumerate(bwd):
+        g.add_node(b, **_node("bwd", 16, 1))
+        g.add_edge(fwd[num_layers - 1 - j], b)
+        if j:
+            g.add_edge(bwd[j - 1], b)
+    return RematProblem(g, (*fwd, "loss"), tuple(bwd), name=f"chain{num_layers}")
+
+
+def test_solve_is_deterministic_under_machine_load():
+    """Same problem, seed and worker count: the same plan and bound, whether or not another
+    process keeps a core busy (the solve stops on deterministic work, not on the clock)."""
+    p = chain_problem(120)
+    budget = int(0.5 * save_all_peak(p))
+    kw = {"time_limit_s": 3.0, "seed": 0, "num_workers": 1}
+    quiet = solve_cpsat(p, budget, **kw)
+    assert quiet.status is SolveStatus.FEASIBLE  # stopped on work, not proven
+    assert quiet.wall_s < kw["time_limit_s"]
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        busy = solve_cpsat(p, budget, **kw)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy.saved == quiet.saved
+    assert (busy.objective, busy.bound) == (quiet.objective, quiet.bound)
 
 
 # --------------------------------------------------------------------------- plan properties
@@ -113,7 +216,7 @@ def test_cpsat_plan_properties(p):
         assert ev.peak_bytes == r.peak_bytes
         assert ev.cost == r.objective
         costs.append(r.objective)
-    assert all(a >= b for a, b in itertools.pairwise(costs)), list(zip(budgets, costs))
+    assert all(a >= b for a, b in itertools.pairwise(costs)), list(zip(budgets, costs, strict=True))
     # an ample budget recomputes only what the save-all plan must (non-savable values)
     assert costs[-1] == evaluate(p, save_all_set(p)).cost
 
@@ -136,7 +239,7 @@ def replay_checkmate(p: RematProblem, result) -> int:
     R = result.info["R"]
     assert result.info["stages"] == stages and len(R) == len(stages)
 
-    for t, (own, comp) in enumerate(zip(stages, R)):
+    for t, (own, comp) in enumerate(zip(stages, R, strict=True)):
         assert own in comp and comp == sorted(comp, key=pos.__getitem__)
         assert max(pos[v] for v in comp) == pos[own]
         for v in comp:
