@@ -79,3 +79,20 @@ def test_compile_replans_per_shape_and_keeps_each_budget():
     first, second = cmodel.graphremat_plans
     assert first.unconstrained_peak_bytes < second.unconstrained_peak_bytes
     assert first.budget_bytes == second.budget_bytes == budget
+
+
+def test_inductor_dynamic_region_plans_each_shape():
+    """The per-shape compile also works under Inductor (compile_fx at the first call of a size)."""
+    model = _model()
+    mine = copy.deepcopy(model)
+    cmodel = torch.compile(mine, backend="graphremat", options={"budget": 0.95}, dynamic=True)
+    RECENT_PLANS.clear()
+    for b in (256, 512):
+        x = torch.randn(b, 32, generator=torch.Generator().manual_seed(b))
+        ref = reference(model, (x,), inductor=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            loss = train_step(cmodel, (x,))
+        assert_matches(ref, mine, loss)
+        assert measured_peak(mine, cmodel, (x,)) <= RECENT_PLANS[-1].budget_bytes
+    assert len(RECENT_PLANS) == 2 and all(p.codegen == "inductor" for p in RECENT_PLANS)
