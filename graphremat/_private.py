@@ -49,6 +49,40 @@ __all__ = [
 ]
 
 
+def inductor_graph():
+    """The GraphLowering Inductor is compiling (inside its scheduler passes)."""
+    from torch._inductor.virtualized import V
+
+    return V.graph
+
+
+def freeable_input_buffers(nodes: list, graph_inputs: list[str]) -> dict:
+    """Inductor's FreeableInputBuffer per graph input the scheduled ``nodes`` read."""
+    from torch._inductor import memory
+    from torch.utils._ordered_set import OrderedSet
+
+    return memory.get_freeable_input_buf(nodes, OrderedSet(graph_inputs))
+
+
+def buffer_bytes(freeable_input_buffer) -> int:
+    return int(freeable_input_buffer.mpi_buffer.size_free)
+
+
+def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
+    """Inductor's own replay of its scheduled ``nodes``: the peak bytes of its buffers, plus the
+    ``freed_inputs`` (FreeableInputBuffers, freed after their last use); outputs live on."""
+    from torch._inductor import memory
+    from torch.utils._ordered_set import OrderedSet
+
+    sched = nodes[0].scheduler
+    memory.assign_memory_planning_info_for_scheduler_buffers(nodes, sched.name_to_buf)
+    memory.assign_memory_planning_info_for_scheduler_nodes(
+        nodes, sched.name_to_fused_node, sched.name_to_buf, freed_inputs
+    )
+    peak, _ = memory.estimate_peak_memory(nodes, freed_inputs, OrderedSet(outputs))
+    return int(peak)
+
+
 def graph_break_reason(gm) -> object:
     """Dynamo's ``GraphCompileReason`` when ``gm`` ends at a graph break, else None."""
     return getattr(gm, "compile_subgraph_reason", None)

@@ -10,18 +10,26 @@ modules op by op through ``aot_autograd`` (exact op-level memory, debugging).
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections import deque
 
 import torch
 
 from . import _private as P
+from .errors import GraphRematError, InfeasibleBudget
+from .inductor_check import InductorMemory
 from .planner import ConfigError, Options, Partitioner
 from .regions import Regions, current_region_key
 from .report import Plan
 
+#: how many times a region is planned again when Inductor's code overshoots the budget
+INDUCTOR_REPLANS = 3
+
 #: the most recent plans made through the string backend (where no handle is returned)
 RECENT_PLANS: deque[Plan] = deque(maxlen=64)
+
+log = logging.getLogger("graphremat")
 
 
 class GraphrematBackend:
@@ -51,19 +59,85 @@ class GraphrematBackend:
                 partition_fn=self.partitioner,
             )
             return backend(gm, example_inputs)
+        return self._compile_inductor(gm, example_inputs)
+
+    def _compile_inductor(self, gm: torch.fx.GraphModule, example_inputs):
+        """Compile with Inductor, then check the plan against Inductor's own memory timeline
+        of the generated code (graphremat.inductor_check); if that exceeds the budget, plan
+        the region again with the overshoot held back, up to INDUCTOR_REPLANS times."""
         from torch._functorch import config as functorch_config
         from torch._inductor import config as inductor_config
         from torch._inductor.compile_fx import compile_fx
 
-        # the AOTAutograd cache would skip the partitioner (and so the plan and its report);
-        # Inductor's FX graph cache still reuses kernels, keyed by the partitioner's uuid()
-        with (
-            inductor_config.patch(
-                custom_partitioner_fn=self.partitioner, reorder_for_peak_memory=False
-            ),
-            functorch_config.patch(enable_autograd_cache=False),
-        ):
-            return compile_fx(gm, example_inputs)
+        part = self.partitioner
+        part.reserve_bytes = 0
+        real = None
+        for _ in range(INDUCTOR_REPLANS + 1):
+            made = len(part.plans)
+            memory = InductorMemory(previous=inductor_config._post_fusion_custom_pass)
+            # the AOTAutograd cache would skip the partitioner (and so the plan and its report);
+            # Inductor's FX graph cache still reuses kernels, keyed by the partitioner's uuid();
+            # the backward is compiled now, not at its first call, so that it can be checked
+            with (
+                inductor_config.patch(
+                    custom_partitioner_fn=part,
+                    reorder_for_peak_memory=False,
+                    _post_fusion_custom_pass=memory,
+                ),
+                functorch_config.patch(
+                    enable_autograd_cache=False, force_non_lazy_backward_lowering=True
+                ),
+            ):
+                try:
+                    compiled = compile_fx(gm, example_inputs)
+                except Exception as e:
+                    found = _graphremat_error(e)
+                    if part.reserve_bytes and isinstance(found, InfeasibleBudget):
+                        part.reserve_bytes = 0
+                        raise InfeasibleBudget(
+                            found.budget_bytes,
+                            found.min_feasible_bytes,
+                            f"(Inductor's code for the first plan peaked at {real} bytes, above "
+                            "graphremat's model of it; with that overshoot held back no plan "
+                            "fits, and the minimum above includes it.)",
+                        ) from None
+                    raise
+            if len(part.plans) == made:  # no training graph (inference): nothing planned
+                return compiled
+            plan = part.plans[-1]
+            real = memory.step_peak(
+                plan.fixed_bytes - part.reserve_bytes, part.last_user_output_bytes
+            )
+            if real is None or real <= plan.budget_bytes:
+                part.reserve_bytes = 0
+                return compiled
+            log.info(
+                "graphremat: Inductor's schedule peaks at %d > budget %d; planning again",
+                real,
+                plan.budget_bytes,
+            )
+            part.plans.pop()
+            if part.also_to is not None and part.also_to and part.also_to[-1] is plan:
+                part.also_to.pop()
+            part.reserve_bytes += real - plan.budget_bytes
+        part.reserve_bytes = 0
+        raise GraphRematError(
+            f"the code Inductor generates for this region peaks at {real} bytes, above the "
+            f"budget of {plan.budget_bytes}, even after planning again {INDUCTOR_REPLANS} times "
+            "with the overshoot held back. Raise the budget, or use codegen='eager' (graphremat's "
+            "op-level memory model is exact there)."
+        )
+
+
+def _graphremat_error(e: BaseException | None) -> GraphRematError | None:
+    """The GraphRematError inside Dynamo/Inductor's wrapping of ``e``, if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, GraphRematError):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+    return None
 
 
 def _is_dynamic(gm: torch.fx.GraphModule, example_inputs) -> bool:

@@ -28,6 +28,7 @@ from .budget import Budget, format_bytes, parse_budget
 from .calibrate import annotate_workspace, devices, graph_total_bytes
 from .capture import Capture, capture_joint
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed
+from .inductor_check import user_output_bytes
 from .passes import split_dropout
 from .records import tensor_records
 from .regions import Regions
@@ -149,6 +150,10 @@ class Partitioner(P.CustomPartitionerFn):
     plan_only: bool = False
     also_to: deque | None = None
     regions: Regions = field(default_factory=Regions)
+    # bytes held back from the budget, on top of other regions' (the backend's Inductor check)
+    reserve_bytes: int = 0
+    # bytes of the last plan's forward outputs that go to the user (for the Inductor check)
+    last_user_output_bytes: int = 0
 
     def __call__(self, joint: fx.GraphModule, joint_inputs, **kwargs):
         num_fwd_outputs = kwargs["num_fwd_outputs"]
@@ -165,6 +170,7 @@ class Partitioner(P.CustomPartitionerFn):
                 self.options,
                 static_lifetime_input_nodes=static_nodes,
                 outside_bytes=outside,
+                reserve_bytes=self.reserve_bytes,
             )
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
@@ -182,6 +188,7 @@ class Partitioner(P.CustomPartitionerFn):
                 static_lifetime_input_indices=static_idx,
             )
         self.regions.record(plan.saved_bytes)
+        self.last_user_output_bytes = user_output_bytes(fw, num_fwd_outputs)
         self.plans.append(plan)
         if self.also_to is not None:
             self.also_to.append(plan)
@@ -330,6 +337,7 @@ def make_plan(
     *,
     static_lifetime_input_nodes=None,
     outside_bytes: int = 0,
+    reserve_bytes: int = 0,
     adopt: Plan | None = None,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     """Plan one joint graph; with ``adopt`` (another rank's plan for the same graph), re-emit
@@ -341,7 +349,10 @@ def make_plan(
         split_dropout(joint)
     if _should_calibrate(joint, options.calibrate):
         annotate_workspace(joint)
-    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=outside_bytes)
+    # bytes held back (the backend's Inductor check) are modelled as residents; a fraction budget
+    # stays a fraction of the peak without them
+    resident = outside_bytes + reserve_bytes
+    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident)
     problem = cap.problem
 
     def emit(saved):
@@ -352,13 +363,13 @@ def make_plan(
             num_fwd_outputs=num_fwd_outputs,
             static_lifetime_input_nodes=static_lifetime_input_nodes,
         )
-        return fw, bw, simulate(fw, bw, num_fwd_outputs, outside_bytes=outside_bytes)
+        return fw, bw, simulate(fw, bw, num_fwd_outputs, outside_bytes=resident)
 
     keep_all = save_all_set(problem)
     ev_all = evaluate(problem, keep_all)
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
-    budget_bytes = options.budget.resolve(unconstrained)
+    budget_bytes = options.budget.resolve(unconstrained - reserve_bytes)
     if adopt is not None:
         replayed = _replay(adopt, problem, emit, budget_bytes)
         if isinstance(replayed, str):
@@ -433,7 +444,7 @@ def make_plan(
     plan = Plan(
         budget_bytes=budget_bytes,
         predicted_peak_bytes=sim.peak_bytes,
-        unconstrained_peak_bytes=unconstrained,
+        unconstrained_peak_bytes=unconstrained - reserve_bytes,
         min_feasible_bytes=min_feasible,
         recompute_flops=sum(cap.info[v].flops for v in ev.recomputed),
         recompute_cost_ns=int(ev.cost),

@@ -1,0 +1,81 @@
+"""The Inductor check: a plan is held against Inductor's own memory timeline of its code."""
+
+import copy
+
+import pytest
+import torch
+from e2e import assert_matches, measured_peak, reference, train_step
+from models import MODEL_FACTORIES
+
+import graphremat
+from graphremat import backend
+from graphremat.inductor_check import InductorMemory
+
+
+def _compile(model, budget):
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, time_limit_s=5)
+    return mine, cmodel
+
+
+def test_inductor_timeline_matches_the_measured_peak():
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    seen = []
+    step_peak = InductorMemory.step_peak
+
+    def spy(self, fixed, user):
+        seen.append(step_peak(self, fixed, user))
+        return seen[-1]
+
+    try:
+        InductorMemory.step_peak = spy
+        mine, cmodel = _compile(model, 0.7)
+        loss = train_step(cmodel, inputs)
+    finally:
+        InductorMemory.step_peak = step_peak
+    assert_matches(reference(model, inputs, inductor=True), mine, loss)
+    peak = measured_peak(mine, cmodel, inputs)
+    assert len(seen) == 1 and seen[0] is not None
+    assert peak <= cmodel.graphremat_plans[-1].budget_bytes
+    # Inductor's replay is close to what runs, and errs high (kernel-local buffers count)
+    assert peak * 0.99 <= seen[0] <= peak * 1.10, (seen[0], peak)
+
+
+def test_an_overshoot_is_held_back_and_the_region_planned_again(monkeypatch):
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    calls = []
+    step_peak = InductorMemory.step_peak
+
+    def overshoot_once(self, fixed, user):
+        real = step_peak(self, fixed, user)
+        calls.append(real)
+        # the first compile "peaks" 1 MiB over its budget: the region must be planned again
+        return budget_of_first[0] + (1 << 20) if len(calls) == 1 else real
+
+    budget_of_first = []
+    monkeypatch.setattr(InductorMemory, "step_peak", overshoot_once)
+    plan0 = graphremat.plan(model, *inputs, budget=0.8, codegen="inductor")
+    budget_of_first.append(plan0.budget_bytes)
+    mine, cmodel = _compile(model, 0.8)
+    loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs, inductor=True), mine, loss)
+    (plan,) = cmodel.graphremat_plans  # the over-budget first plan was dropped
+    assert len(calls) == 2
+    assert plan.budget_bytes == plan0.budget_bytes  # a fraction stays a fraction of the same peak
+    assert plan.fixed_bytes == plan0.fixed_bytes + (1 << 20)  # the overshoot is held back
+    assert plan.predicted_peak_bytes <= plan.budget_bytes
+    assert len(plan.recomputed) >= len(plan0.recomputed)
+
+
+def test_an_overshoot_that_cannot_be_absorbed_is_a_typed_error(monkeypatch):
+    """Held back, an overshoot larger than any plan can absorb makes the budget infeasible:
+    InfeasibleBudget, saying why; and a schedule that keeps overshooting stops after
+    INDUCTOR_REPLANS attempts."""
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    monkeypatch.setattr(InductorMemory, "step_peak", lambda self, fixed, user: 1 << 40)
+    with pytest.raises(graphremat.InfeasibleBudget, match="Inductor's code"):
+        train_step(_compile(model, 1.0)[1], inputs)
+    torch._dynamo.reset()
+    monkeypatch.setattr(backend, "INDUCTOR_REPLANS", 0)
+    with pytest.raises(graphremat.GraphRematError, match="Inductor generates"):
+        train_step(_compile(model, 1.0)[1], inputs)
