@@ -64,13 +64,21 @@ def freeable_input_buffers(nodes: list, graph_inputs: list[str]) -> dict:
     return memory.get_freeable_input_buf(nodes, OrderedSet(graph_inputs))
 
 
-def buffer_bytes(freeable_input_buffer) -> int:
-    return int(freeable_input_buffer.mpi_buffer.size_free)
+def graph_input_bytes(graph, name: str) -> int:
+    """Bytes of the Inductor graph input ``name`` (whether or not a kernel reads it)."""
+    node = graph.graph_inputs[name]
+    numel = graph.sizevars.optimization_hint(node.get_numel())
+    return int(numel) * node.get_dtype().itemsize
 
 
 def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
     """Inductor's own replay of its scheduled ``nodes``: the peak bytes of its buffers, plus the
-    ``freed_inputs`` (FreeableInputBuffers, freed after their last use); outputs live on."""
+    ``freed_inputs`` (FreeableInputBuffers, freed after their last use); outputs live on.
+
+    Two refinements to Inductor's estimate, both what its code generation does: a buffer that
+    only its own (fused) kernel reads becomes kernel-local and is never allocated; and a kernel
+    writes an output into an input of the same size that dies in it ("# reuse" in the generated
+    code), so that input is freed before the output is allocated."""
     from torch._inductor import memory
     from torch.utils._ordered_set import OrderedSet
 
@@ -79,7 +87,33 @@ def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
     memory.assign_memory_planning_info_for_scheduler_nodes(
         nodes, sched.name_to_fused_node, sched.name_to_buf, freed_inputs
     )
-    peak, _ = memory.estimate_peak_memory(nodes, freed_inputs, OrderedSet(outputs))
+    timeline, _, _ = memory.compute_memory_timeline(nodes, freed_inputs, OrderedSet(outputs))
+    allocated = [
+        b
+        for b in timeline
+        if not (
+            not isinstance(b.buffer, memory.FreeableInputBuffer)
+            and b.end_step != -1
+            and not b.buffer.mpi_buffer.succ_nodes
+        )
+    ]
+    delta = [0] * (len(nodes) + 2)
+    dying: dict[tuple[int, int], int] = {}  # (step, bytes) -> buffers of that size dying then
+    for b in allocated:
+        if b.end_step != -1:
+            delta[b.end_step + 1] -= b.size_free
+            dying[b.end_step, b.size_free] = dying.get((b.end_step, b.size_free), 0) + 1
+    for b in allocated:
+        delta[b.start_step] += b.size_alloc
+        key = (b.start_step, b.size_alloc)
+        if not isinstance(b.buffer, memory.FreeableInputBuffer) and dying.get(key, 0) > 0:
+            dying[key] -= 1  # written in place of a same-size buffer dying at this step
+            delta[b.start_step] -= b.size_alloc
+            delta[b.start_step + 1] += b.size_alloc
+    peak = live = 0
+    for d in delta:
+        live += d
+        peak = max(peak, live)
     return int(peak)
 
 

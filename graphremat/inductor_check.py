@@ -53,7 +53,7 @@ class InductorMemory:
         }
         if backward:
             self.tangent_bytes = sum(
-                P.buffer_bytes(buf) for name, buf in readable.items() if name.startswith("tangents")
+                P.graph_input_bytes(graph, name) for name in inputs if name.startswith("tangents")
             )
         peak = P.inductor_peak_memory(nodes, freed, graph.get_output_names())
         self.peaks["bwd" if backward else "fwd"] = peak
