@@ -78,8 +78,10 @@ def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
     Two refinements to Inductor's estimate, both what its code generation does: a buffer that
     only its own (fused) kernel reads becomes kernel-local and is never allocated; and a kernel
     writes an output into an input of the same size that dies in it ("# reuse" in the generated
-    code), so that input is freed before the output is allocated."""
+    code), so that input is freed before the output is allocated -- a generated kernel only:
+    an extern kernel (mm, bmm, conv, fallback ops) never writes over its own input."""
     from torch._inductor import memory
+    from torch._inductor.scheduler import ExternKernelSchedulerNode
     from torch.utils._ordered_set import OrderedSet
 
     sched = nodes[0].scheduler
@@ -106,7 +108,10 @@ def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
     for b in allocated:
         delta[b.start_step] += b.size_alloc
         key = (b.start_step, b.size_alloc)
-        if not isinstance(b.buffer, memory.FreeableInputBuffer) and dying.get(key, 0) > 0:
+        in_place = not isinstance(b.buffer, memory.FreeableInputBuffer) and not isinstance(
+            nodes[b.start_step], ExternKernelSchedulerNode
+        )
+        if in_place and dying.get(key, 0) > 0:
             dying[key] -= 1  # written in place of a same-size buffer dying at this step
             delta[b.start_step] -= b.size_alloc
             delta[b.start_step + 1] += b.size_alloc
