@@ -9,11 +9,10 @@ from collections.abc import Callable
 import torch
 
 from .backend import GraphrematBackend
-from .errors import GraphRematError, UnsupportedGraph
+from .errors import GraphRematError, UnsupportedGraph, find_cause
 from .planner import Options, PlanReady
 from .report import Plan
 from .solvers.result import SolveResult
-
 
 #: Dynamo's recompile limits while a graphremat-compiled model runs (see _raising_graphremat_errors)
 UNLIMITED_RECOMPILES = 2**20
@@ -105,8 +104,8 @@ def _raising_graphremat_errors(
                 )
             return out
         except torch._dynamo.exc.BackendCompilerFailed as e:
-            found = _unwrap(e)
-            if isinstance(found, GraphRematError):
+            found = find_cause(e, (GraphRematError,))
+            if found is not None:
                 raise found.with_traceback(None) from None
             raise
         except RuntimeError as e:
@@ -140,19 +139,6 @@ def _raise_if_mixed_devices(e: RuntimeError, model: object, args: tuple, kwargs:
         ) from e
 
 
-def _unwrap(e: BaseException) -> BaseException:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, (PlanReady, GraphRematError)):
-            return e
-        inner = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
-        if inner is None:
-            return e
-        e = inner
-    return e
-
-
 def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, **options) -> Plan:
     """Solve only: capture ``model(*inputs)``'s training step and return its :class:`Plan`.
 
@@ -175,7 +161,7 @@ def plan(model: torch.nn.Module | Callable, *inputs, budget: int | float | str, 
         ):
             compiled(*inputs)
     except Exception as e:  # compilation is stopped on purpose by PlanReady
-        found = _unwrap(e)
+        found = find_cause(e, (PlanReady, GraphRematError))
         if isinstance(found, PlanReady):
             return found.plan
         if isinstance(found, GraphRematError):

@@ -17,7 +17,7 @@ from collections import deque
 import torch
 
 from . import _private as P
-from .errors import GraphRematError, InfeasibleBudget
+from .errors import GraphRematError, InfeasibleBudget, find_cause
 from .inductor_check import InductorMemory
 from .planner import ConfigError, Options, Partitioner
 from .regions import Regions, current_region_key
@@ -91,7 +91,7 @@ class GraphrematBackend:
                 try:
                     compiled = compile_fx(gm, example_inputs)
                 except Exception as e:
-                    found = _graphremat_error(e)
+                    found = find_cause(e, (GraphRematError,))
                     if part.reserve_bytes and isinstance(found, InfeasibleBudget):
                         part.reserve_bytes = 0
                         raise InfeasibleBudget(
@@ -127,17 +127,6 @@ class GraphrematBackend:
             "with the overshoot held back. Raise the budget, or use codegen='eager' (graphremat's "
             "op-level memory model is exact there)."
         )
-
-
-def _graphremat_error(e: BaseException | None) -> GraphRematError | None:
-    """The GraphRematError inside Dynamo/Inductor's wrapping of ``e``, if any."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, GraphRematError):
-            return e
-        seen.add(id(e))
-        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
-    return None
 
 
 def _is_dynamic(gm: torch.fx.GraphModule, example_inputs) -> bool:

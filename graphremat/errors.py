@@ -38,3 +38,15 @@ class SolverFailed(GraphRematError, RuntimeError):
 
 class PlanFormatError(GraphRematError, ValueError):
     """A saved plan (JSON) that is truncated, modified, or from an incompatible version."""
+
+
+def find_cause(e: BaseException | None, types: tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``types`` in ``e``'s chain of wrapped causes (Dynamo's
+    ``inner_exception``, ``__cause__``, ``__context__``), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, types):
+            return e
+        seen.add(id(e))
+        e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+    return None

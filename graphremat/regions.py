@@ -66,13 +66,6 @@ class Regions:
         self.saved: dict[object, int] = {}  # region key -> bytes its latest plan saves
         self.current: object = None  # key of the region being compiled
 
-    @property
-    def shares_budget(self) -> bool:
-        return self.model_bytes is not None
-
-    def is_new(self, key: object) -> bool:
-        return key not in self.saved
-
     def outside_bytes(self, own_bytes: int) -> int:
         """Bytes other regions keep alive while the current region runs."""
         if self.model_bytes is None:
