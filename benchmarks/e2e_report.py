@@ -32,7 +32,8 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=20.0)
     args = ap.parse_args()
     rows = [
-        "| model | budget | joint nodes | decisions | plan s | status (gap) | unconstrained MiB | min feasible MiB"
+        "| model | budget | joint nodes | decisions | plan s | status (gap) | unconstrained MiB "
+        "| min feasible MiB"
         " | budget MiB | predicted MiB | measured MiB | pred err | recomputed | recompute FLOPs |",
         "|" + "---|" * 14,
     ]

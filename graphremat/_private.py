@@ -5,6 +5,9 @@ tests/test_private_contract.py checks that each of these still exists and behave
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.backends.debugging import boxed_nop
 from torch._functorch.partitioners import (
@@ -56,14 +59,6 @@ def inductor_graph():
     return V.graph
 
 
-def freeable_input_buffers(nodes: list, graph_inputs: list[str]) -> dict:
-    """Inductor's FreeableInputBuffer per graph input the scheduled ``nodes`` read."""
-    from torch._inductor import memory
-    from torch.utils._ordered_set import OrderedSet
-
-    return memory.get_freeable_input_buf(nodes, OrderedSet(graph_inputs))
-
-
 def graph_input_bytes(graph, name: str) -> int:
     """Bytes of the Inductor graph input ``name`` (whether or not a kernel reads it)."""
     node = graph.graph_inputs[name]
@@ -71,55 +66,135 @@ def graph_input_bytes(graph, name: str) -> int:
     return int(numel) * node.get_dtype().itemsize
 
 
-def inductor_peak_memory(nodes: list, freed_inputs: dict, outputs) -> int:
-    """Inductor's own replay of its scheduled ``nodes``: the peak bytes of its buffers, plus the
-    ``freed_inputs`` (FreeableInputBuffers, freed after their last use); outputs live on.
+@contextlib.contextmanager
+def on_wrapper_memory_plan(callback):
+    """While active, ``callback(wrapper)`` runs right after Inductor's wrapper code generator
+    has planned its buffers (``memory_plan_reuse``: which freed buffer each allocation reuses,
+    which ``del`` lines remain), for the top-level graph of each compile."""
+    from torch._inductor.codegen.wrapper import PythonWrapperCodegen, SubgraphPythonWrapperCodegen
 
-    Two refinements to Inductor's estimate, both what its code generation does: a buffer that
-    only its own (fused) kernel reads becomes kernel-local and is never allocated; and a kernel
-    writes an output into an input of the same size that dies in it ("# reuse" in the generated
-    code), so that input is freed before the output is allocated -- a generated kernel only:
-    an extern kernel (mm, bmm, conv, fallback ops) never writes over its own input."""
-    from torch._inductor import memory
-    from torch._inductor.scheduler import ExternKernelSchedulerNode
-    from torch.utils._ordered_set import OrderedSet
+    original = PythonWrapperCodegen.memory_plan_reuse
 
-    sched = nodes[0].scheduler
-    memory.assign_memory_planning_info_for_scheduler_buffers(nodes, sched.name_to_buf)
-    memory.assign_memory_planning_info_for_scheduler_nodes(
-        nodes, sched.name_to_fused_node, sched.name_to_buf, freed_inputs
-    )
-    timeline, _, _ = memory.compute_memory_timeline(nodes, freed_inputs, OrderedSet(outputs))
-    allocated = [
-        b
-        for b in timeline
-        if not (
-            not isinstance(b.buffer, memory.FreeableInputBuffer)
-            and b.end_step != -1
-            and not b.buffer.mpi_buffer.succ_nodes
-        )
-    ]
-    delta = [0] * (len(nodes) + 2)
-    dying: dict[tuple[int, int], int] = {}  # (step, bytes) -> buffers of that size dying then
-    for b in allocated:
-        if b.end_step != -1:
-            delta[b.end_step + 1] -= b.size_free
-            dying[b.end_step, b.size_free] = dying.get((b.end_step, b.size_free), 0) + 1
-    for b in allocated:
-        delta[b.start_step] += b.size_alloc
-        key = (b.start_step, b.size_alloc)
-        in_place = not isinstance(b.buffer, memory.FreeableInputBuffer) and not isinstance(
-            nodes[b.start_step], ExternKernelSchedulerNode
-        )
-        if in_place and dying.get(key, 0) > 0:
-            dying[key] -= 1  # written in place of a same-size buffer dying at this step
-            delta[b.start_step] -= b.size_alloc
-            delta[b.start_step + 1] += b.size_alloc
-    peak = live = 0
-    for d in delta:
-        live += d
+    def planned(self) -> None:
+        original(self)
+        if not isinstance(self, SubgraphPythonWrapperCodegen):
+            callback(self)
+
+    PythonWrapperCodegen.memory_plan_reuse = planned
+    try:
+        yield
+    finally:
+        PythonWrapperCodegen.memory_plan_reuse = original
+
+
+def wrapper_peak_memory(
+    wrapper,
+    freed_inputs: dict[str, tuple[object, int]],
+    workspace_key: str | None = None,
+    trace: list | None = None,
+) -> tuple[int, dict[str, tuple[object, int]]]:
+    """The peak bytes of the code Inductor generated, replayed line by line from its planned
+    wrapper: an allocation adds its buffer, a reuse hands a buffer to another name (no bytes),
+    a ``del`` frees it unless the buffer was reused, a fallback kernel allocates its outputs
+    when it runs. ``freed_inputs`` (graph inputs the code may free: the backward's saved
+    values: name -> (storage key, bytes of the storage), inputs sharing a storage freeing it
+    together) are live from the start; other inputs are the caller's and not counted. Buffers
+    still live at the end (the graph's outputs) stay counted. An extern kernel (mm, conv, a
+    fallback op) briefly holds the workspace recorded in its FX nodes' ``meta[workspace_key]``
+    (graphremat.calibrate's measurement) on top of what is live. Returns the peak and, per graph
+    output the code allocated (by the FX output's name), its storage key and bytes."""
+    from torch._inductor import ir
+    from torch._inductor.codegen import wrapper as W
+    from torch._inductor.virtualized import V
+
+    graph = V.graph
+
+    def nbytes(node) -> int:
+        size = graph.sizevars.optimization_hint(graph.get_allocation_storage_size(node), fallback=0)
+        return int(size) * node.get_dtype().itemsize
+
+    owner: dict[str, set[int]] = {}  # name -> storages it holds (a fallback's tuple: several)
+    refs: dict[int, set[str]] = {}  # storage -> names holding it
+    size: dict[int, int] = {}
+    element: dict[str, int] = {}  # a fallback's output buffer -> its storage in the tuple
+    live = peak = 0
+
+    def alloc(name: str, n: int) -> int:
+        nonlocal live, peak
+        sid = len(size)
+        size[sid], refs[sid] = n, {name}
+        owner.setdefault(name, set()).add(sid)
+        live += n
         peak = max(peak, live)
-    return int(peak)
+        return sid
+
+    def drop(name: str) -> None:
+        nonlocal live
+        for sid in owner.pop(name, ()):
+            refs[sid].discard(name)
+            if not refs[sid]:
+                live -= size[sid]
+
+    def share(new: str, sids: set[int]) -> None:
+        for sid in sids:
+            owner.setdefault(new, set()).add(sid)
+            refs[sid].add(new)
+
+    by_key: dict[object, int] = {}
+    for name, (key, n) in freed_inputs.items():
+        if key in by_key:
+            share(name, {by_key[key]})
+        else:
+            by_key[key] = alloc(name, n)
+    for line in wrapper.lines:
+        if isinstance(line, W.AllocateLine):
+            alloc(line.node.get_name(), nbytes(line.node))
+        elif isinstance(line, W.ReuseLine):
+            old, new = line.node.get_name(), line.reused_as.get_name()
+            share(new, set(owner.get(old, ())))
+            if line.delete_old:
+                drop(old)
+        elif isinstance(line, W.ReinterpretLine):  # a view of a buffer (e.g. a part of a cat)
+            share(line.reused_as.get_name(), set(owner.get(line.node.get_name(), ())))
+        elif isinstance(line, W.FreeIfNotReusedLine):
+            if not line.is_reused:
+                drop(line.node.get_name())
+        elif isinstance(line, W.FreeLine):
+            drop(line.node.get_name())
+        elif isinstance(line, W.ExternKernelAllocLine):
+            node = line.node
+            if isinstance(node.layout, ir.MultiOutputLayout):  # a tuple, one storage per output
+                for out in getattr(node, "outputs", ()):
+                    if isinstance(out, ir.Buffer) and not out.get_inputs_that_alias_output():
+                        element[out.get_name()] = alloc(node.get_name(), nbytes(out))
+            elif (
+                not isinstance(node.layout, ir.NoneLayout)
+                and not node.get_inputs_that_alias_output()
+            ):
+                alloc(node.get_name(), nbytes(node))  # (else: returns nothing or a view)
+        elif isinstance(line, W.MultiOutputLine):
+            sid = element.get(line.result_name)
+            share(line.result_name, {sid} if sid is not None else set(owner.get(line.arg_name, ())))
+        if workspace_key and isinstance(line, (W.ExternKernelOutLine, W.ExternKernelAllocLine)):
+            # its outputs allocated, the kernel runs with its workspace on top
+            workspace = max((o.meta.get(workspace_key, 0) for o in line.node.origins), default=0)
+            peak = max(peak, live + workspace)
+        if trace is not None:
+            trace.append(
+                (type(line).__name__, getattr(getattr(line, "node", None), "get_name", str)(), live)
+            )
+    outputs = {}
+    fx_outputs = graph.module.graph.find_nodes(op="output")[0].args[0]
+    for fx_node, node in zip(fx_outputs, graph.graph_outputs, strict=False):
+        if not isinstance(fx_node, torch.fx.Node) or not isinstance(node, ir.IRNode):
+            continue
+        try:
+            sids = owner.get(node.get_name())
+        except NotImplementedError:  # not a buffer (None, a constant)
+            continue
+        if sids:
+            outputs[fx_node.name] = (frozenset(sids), sum(size[s] for s in sids))
+    return int(peak), outputs
 
 
 def graph_break_reason(gm) -> object:

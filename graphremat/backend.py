@@ -10,6 +10,7 @@ modules op by op through ``aot_autograd`` (exact op-level memory, debugging).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import warnings
 from collections import deque
@@ -17,6 +18,7 @@ from collections import deque
 import torch
 
 from . import _private as P
+from .budget import Budget
 from .errors import GraphRematError, InfeasibleBudget, find_cause
 from .inductor_check import InductorMemory
 from .planner import ConfigError, Options, Partitioner
@@ -62,71 +64,134 @@ class GraphrematBackend:
         return self._compile_inductor(gm, example_inputs)
 
     def _compile_inductor(self, gm: torch.fx.GraphModule, example_inputs):
-        """Compile with Inductor, then check the plan against Inductor's own memory timeline
-        of the generated code (graphremat.inductor_check); if that exceeds the budget, plan
-        the region again with the overshoot held back, up to INDUCTOR_REPLANS times."""
-        from torch._functorch import config as functorch_config
-        from torch._inductor import config as inductor_config
-        from torch._inductor.compile_fx import compile_fx
+        """Compile with Inductor and hold the plan against the peak of the code Inductor
+        generates (graphremat.inductor_check). Planning is op by op, which Inductor's fusion
+        beats by a margin; the check decides:
 
+        * the code peaks above the budget: plan again with the overshoot held back;
+        * no plan fits the op-level model: compile the model's smallest-peak plan once, take
+          what Inductor saved on it (model peak - code peak) as credit, and plan again with it;
+          an overshoot then takes credit back.
+
+        At most INDUCTOR_REPLANS plans after the first; a compile is returned only when its
+        code's peak fits the budget, otherwise a typed error."""
         part = self.partitioner
         part.reserve_bytes = 0
+        credit = 0  # bytes Inductor saved below the model, measured on the smallest plan
         real = None
-        for _ in range(INDUCTOR_REPLANS + 1):
-            made = len(part.plans)
-            memory = InductorMemory(previous=inductor_config._post_fusion_custom_pass)
-            # the AOTAutograd cache would skip the partitioner (and so the plan and its report);
-            # Inductor's FX graph cache still reuses kernels, keyed by the partitioner's uuid();
-            # the backward is compiled now, not at its first call, so that it can be checked
-            with (
-                inductor_config.patch(
-                    custom_partitioner_fn=part,
-                    reorder_for_peak_memory=False,
-                    _post_fusion_custom_pass=memory,
-                ),
-                functorch_config.patch(
-                    enable_autograd_cache=False, force_non_lazy_backward_lowering=True
-                ),
-            ):
+        try:
+            for _ in range(INDUCTOR_REPLANS + 1):
                 try:
-                    compiled = compile_fx(gm, example_inputs)
+                    compiled, plan, real = self._inductor_attempt(gm, example_inputs)
                 except Exception as e:
                     found = find_cause(e, (GraphRematError,))
-                    if part.reserve_bytes and isinstance(found, InfeasibleBudget):
-                        part.reserve_bytes = 0
-                        raise InfeasibleBudget(
-                            found.budget_bytes,
-                            found.min_feasible_bytes,
-                            f"(Inductor's code for the first plan peaked at {real} bytes, above "
-                            "graphremat's model of it; with that overshoot held back no plan "
-                            "fits, and the minimum above includes it.)",
-                        ) from None
-                    raise
-            if len(part.plans) == made:  # no training graph (inference): nothing planned
-                return compiled
-            plan = part.plans[-1]
-            real = memory.step_peak(
-                plan.fixed_bytes - part.reserve_bytes, part.last_user_output_bytes
-            )
-            if real is None or real <= plan.budget_bytes:
-                part.reserve_bytes = 0
-                return compiled
-            log.info(
-                "graphremat: Inductor's schedule peaks at %d > budget %d; planning again",
-                real,
-                plan.budget_bytes,
-            )
-            part.plans.pop()
-            if part.also_to is not None and part.also_to and part.also_to[-1] is plan:
-                part.also_to.pop()
-            part.reserve_bytes += real - plan.budget_bytes
-        part.reserve_bytes = 0
+                    smallest = getattr(found, "min_feasible_bytes", None) or getattr(
+                        found, "smallest_peak_bytes", None
+                    )
+                    if smallest is None:
+                        raise
+                    if part.reserve_bytes == 0 and credit == 0:
+                        credit = self._credit_at(gm, example_inputs, smallest)
+                        if credit > 0:
+                            part.reserve_bytes = -credit
+                            continue
+                    if part.reserve_bytes == 0 or not isinstance(found, InfeasibleBudget):
+                        raise
+                    raise InfeasibleBudget(
+                        found.budget_bytes,
+                        found.min_feasible_bytes,
+                        "(Inductor's code differs from graphremat's op-level model: "
+                        + (
+                            f"its fusion saved {credit} bytes on the smallest plan, "
+                            if credit
+                            else ""
+                        )
+                        + (f"the last plan's code peaked at {real} bytes; " if real else "")
+                        + "with that difference taken into account no plan fits, and the "
+                        "minimum above includes it.)",
+                    ) from None
+                if plan is None or real <= plan.budget_bytes:
+                    return compiled
+                log.info(
+                    "graphremat: Inductor's code peaks at %d > budget %d; planning again",
+                    real,
+                    plan.budget_bytes,
+                )
+                self._drop(plan)
+                part.reserve_bytes += real - plan.budget_bytes
+        finally:
+            part.reserve_bytes = 0
         raise GraphRematError(
             f"the code Inductor generates for this region peaks at {real} bytes, above the "
             f"budget of {plan.budget_bytes}, even after planning again {INDUCTOR_REPLANS} times "
             "with the overshoot held back. Raise the budget, or use codegen='eager' (graphremat's "
             "op-level memory model is exact there)."
         )
+
+    def _inductor_attempt(self, gm, example_inputs):
+        """One Inductor compile with the partitioner's current options and reserve. Returns the
+        compiled function, the plan it made (None for a graph without backward) and the whole
+        step's peak of the generated code."""
+        from torch._functorch import config as functorch_config
+        from torch._inductor import config as inductor_config
+        from torch._inductor.compile_fx import compile_fx
+
+        part = self.partitioner
+        made = len(part.plans)
+        memory = InductorMemory()
+        # the AOTAutograd and FX graph caches would skip the partitioner, or Inductor's code
+        # generation and with it the check; Inductor's kernels are still cached one by one; the
+        # backward is compiled now, not at its first call, so that it can be checked
+        with (
+            inductor_config.patch(
+                custom_partitioner_fn=part, reorder_for_peak_memory=False, fx_graph_cache=False
+            ),
+            functorch_config.patch(
+                enable_autograd_cache=False, force_non_lazy_backward_lowering=True
+            ),
+            P.on_wrapper_memory_plan(memory),
+        ):
+            compiled = compile_fx(gm, example_inputs)
+        if len(part.plans) == made:  # no training graph (inference): nothing planned
+            return compiled, None, None
+        plan = part.plans[-1]
+        held = max(part.reserve_bytes, 0)  # (a negative reserve is credit, see planner)
+        real = memory.step_peak(plan.fixed_bytes - held, part.last_user_output_bytes)
+        if real is None:
+            raise GraphRematError(
+                "graphremat could not see the code Inductor generated for this region, so it "
+                "cannot check the budget there. Use codegen='eager', or report this model."
+            )
+        return compiled, plan, real
+
+    def _credit_at(self, gm, example_inputs, min_feasible_bytes: int) -> int:
+        """Compile the op-level model's smallest-peak plan once; return by how many bytes the
+        code Inductor generates for it stays below the model (0 if it does not)."""
+        part = self.partitioner
+        options = part.options
+        part.options = dataclasses.replace(options, budget=Budget(nbytes=min_feasible_bytes))
+        try:
+            _, plan, real = self._inductor_attempt(gm, example_inputs)
+        except GraphRematError:
+            return 0
+        finally:
+            part.options = options
+        if plan is None:
+            return 0
+        self._drop(plan)
+        log.info(
+            "graphremat: at the smallest op-level peak %d, Inductor's code peaks at %d",
+            plan.predicted_peak_bytes,
+            real,
+        )
+        return max(0, plan.predicted_peak_bytes - real)
+
+    def _drop(self, plan: Plan) -> None:
+        """Forget a plan whose compile is not used."""
+        part = self.partitioner
+        part.plans.remove(plan)
+        if part.also_to is not None and plan in part.also_to:
+            part.also_to.remove(plan)
 
 
 def _is_dynamic(gm: torch.fx.GraphModule, example_inputs) -> bool:

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"graphremat {graphremat.__version__}"
     )
-    sub = parser.add_subparsers(dest="command", metavar="{plan,sweep}")
+    sub = parser.add_subparsers(dest="command", metavar="{plan,sweep,bench}")
     sub.required = True
 
     p = sub.add_parser(
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--md", metavar="PATH", help="write the sweep as a markdown table")
     s.add_argument("--plot", metavar="PATH", help="write budget vs overhead as a PNG (matplotlib)")
     _add_common(s)
+    # listed for --help only: main() hands "bench ..." to graphremat.bench before parsing
+    sub.add_parser("bench", help="run a benchmark (graphremat bench {scale,literature} --help)")
     return parser
 
 
@@ -418,6 +420,11 @@ def _wrote(path: str, what: str) -> None:
 # ---------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from graphremat.bench import main as bench_main
+
+        return bench_main(argv[1:], prog="graphremat bench")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

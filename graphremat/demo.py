@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     peak = measure_peak_memory(step, compiled_model, x, y)
     print(
         f"measured peak of the compiled step: {format_bytes(peak)} ({peak} bytes); "
-        f"budget {format_bytes(plan.budget_bytes)}: {'OK' if peak <= plan.budget_bytes else 'EXCEEDED'}"
+        f"budget {format_bytes(plan.budget_bytes)}: "
+        + ("OK" if peak <= plan.budget_bytes else "EXCEEDED")
     )
 
 

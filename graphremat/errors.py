@@ -33,7 +33,12 @@ class UnsupportedGraph(GraphRematError, NotImplementedError):
 
 
 class SolverFailed(GraphRematError, RuntimeError):
-    """The solver found no plan within its time limit (or failed)."""
+    """The solver found no plan within its time limit (or failed). ``smallest_peak_bytes``: the
+    smallest peak of any plan found (not proven minimal), where one was found."""
+
+    def __init__(self, message: str, smallest_peak_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.smallest_peak_bytes = smallest_peak_bytes
 
 
 class PlanFormatError(GraphRematError, ValueError):

@@ -111,7 +111,9 @@ class Options:
             self.solver
             if isinstance(self.solver, str)
             else (
-                f"{getattr(self.solver, '__module__', '')}.{getattr(self.solver, '__qualname__', repr(self.solver))}"
+                getattr(self.solver, "__module__", "")
+                + "."
+                + getattr(self.solver, "__qualname__", repr(self.solver))
             )
         )
         key = repr(
@@ -351,7 +353,10 @@ def make_plan(
         annotate_workspace(joint)
     # bytes held back (the backend's Inductor check) are modelled as residents; a fraction budget
     # stays a fraction of the peak without them
-    resident = outside_bytes + reserve_bytes
+    # a negative reserve is credit: bytes by which Inductor's code was measured to stay below the
+    # op-level model (the backend's Inductor check); the model may then exceed the budget by it
+    held, credit = max(reserve_bytes, 0), max(-reserve_bytes, 0)
+    resident = outside_bytes + held
     cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident)
     problem = cap.problem
 
@@ -369,9 +374,10 @@ def make_plan(
     ev_all = evaluate(problem, keep_all)
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
-    budget_bytes = options.budget.resolve(unconstrained - reserve_bytes)
+    budget_bytes = options.budget.resolve(unconstrained - held)
+    target = budget_bytes + credit  # what the op-level model must fit
     if adopt is not None:
-        replayed = _replay(adopt, problem, emit, budget_bytes)
+        replayed = _replay(adopt, problem, emit, budget_bytes, credit)
         if isinstance(replayed, str):
             raise GraphRematError(
                 f"rank 0's plan does not fit this rank's graph ({replayed}): the ranks traced "
@@ -382,7 +388,10 @@ def make_plan(
         return fw, bw, replace(adopt, solve_time_s=time.perf_counter() - t0)
     cache_at = plan_cache.cache_dir(options.cache)
     fingerprint = problem.fingerprint()
-    key = plan_cache.plan_key(fingerprint, budget_bytes, options) if cache_at else None
+    # (a plan made on credit is not cached: the credit is measured per compile)
+    key = (
+        plan_cache.plan_key(fingerprint, budget_bytes, options) if cache_at and not credit else None
+    )
     if key is not None:
         hit = _from_cache(cache_at, key, problem, emit, budget_bytes, t0)
         if hit is not None:
@@ -396,7 +405,7 @@ def make_plan(
             min_known = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
         return min_known
 
-    if ev_all.peak_bytes <= budget_bytes:
+    if ev_all.peak_bytes <= target:
         result = SolveResult(
             "save_all",
             SolveStatus.OPTIMAL,
@@ -406,21 +415,23 @@ def make_plan(
             ev_all.peak_bytes,
         )
     else:
-        result = _solve(cap, budget_bytes, options)
+        result = _solve(cap, target, options)
         if result.status is SolveStatus.INFEASIBLE:
-            raise InfeasibleBudget(budget_bytes, minimum().peak_bytes)
+            raise InfeasibleBudget(budget_bytes, minimum().peak_bytes - credit)
         if not result.status.has_plan:
             # no plan within the time limit: the smallest-peak plan may still fit
             mp = minimum()
-            if mp.peak_bytes > budget_bytes and mp.optimal:
-                raise InfeasibleBudget(budget_bytes, mp.peak_bytes)
-            if mp.peak_bytes > budget_bytes:
+            if mp.peak_bytes > target and mp.optimal:
+                raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit)
+            if mp.peak_bytes > target:
+                smallest, bound = mp.peak_bytes - credit, mp.lower_bound_bytes - credit
                 raise SolverFailed(
                     f"no plan fitting {format_bytes(budget_bytes)} found within time_limit_s="
                     f"{options.time_limit_s:g} ({problem.num_steps} steps, solver "
-                    f"{options.solver!r}); the smallest peak found is "
-                    f"{format_bytes(mp.peak_bytes)} (proven >= {format_bytes(mp.lower_bound_bytes)})."
-                    f" Raise time_limit_s or the budget, or pass fallback='pytorch'."
+                    f"{options.solver!r}); the smallest peak found is {format_bytes(smallest)} "
+                    f"(proven >= {format_bytes(bound)}). Raise time_limit_s or the budget, or "
+                    "pass fallback='pytorch'.",
+                    smallest_peak_bytes=smallest,
                 )
             ev_mp = evaluate(problem, mp.saved)
             result = SolveResult(
@@ -434,17 +445,17 @@ def make_plan(
             )
     ev = evaluate(problem, result.saved)
     fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved else (fw, bw, sim_all)
-    if sim.peak_bytes > budget_bytes:
+    if sim.peak_bytes > target:
         raise GraphRematError(
             f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
-            f"{budget_bytes} (model said {ev.peak_bytes}). Please report this graph."
+            f"{target} (model said {ev.peak_bytes}). Please report this graph."
         )
-    min_feasible = min(minimum().peak_bytes, ev.peak_bytes)
+    min_feasible = min(minimum().peak_bytes, ev.peak_bytes) - credit
     saved_bytes = sum(problem.attr(v, "mem_bytes") for v in ev.saved)
     plan = Plan(
         budget_bytes=budget_bytes,
-        predicted_peak_bytes=sim.peak_bytes,
-        unconstrained_peak_bytes=unconstrained - reserve_bytes,
+        predicted_peak_bytes=sim.peak_bytes - credit,
+        unconstrained_peak_bytes=unconstrained - held,
         min_feasible_bytes=min_feasible,
         recompute_flops=sum(cap.info[v].flops for v in ev.recomputed),
         recompute_cost_ns=int(ev.cost),
@@ -521,16 +532,17 @@ def _min_peak_from_disk(directory, key: str, problem) -> tuple[MinPeak, float] |
     return mp, float(doc["time_limit_s"])
 
 
-def _replay(plan: Plan, problem, emit, budget_bytes: int):
+def _replay(plan: Plan, problem, emit, budget_bytes: int, credit: int = 0):
     """``(fw, bw, sim)``: ``plan``'s saved set re-emitted on this graph and replayed by the
     simulator; or why it does not fit (a string): unknown values, another budget, or a replay
-    that does not reproduce the plan's recorded peak."""
+    that does not reproduce the plan's recorded peak (``credit``: see make_plan)."""
     saved = frozenset(plan.saved)
     ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
     if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
         return "the plan does not match this graph or budget"
     fw, bw, sim = emit(ev.saved)
-    if sim.peak_bytes != plan.predicted_peak_bytes or sim.peak_bytes > budget_bytes:
+    predicted = sim.peak_bytes - credit
+    if predicted != plan.predicted_peak_bytes or predicted > budget_bytes:
         recorded = plan.predicted_peak_bytes
         return f"it replays to {sim.peak_bytes} bytes, not the {recorded} it recorded"
     return fw, bw, sim

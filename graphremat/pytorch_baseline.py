@@ -5,11 +5,15 @@ Input: a model whose ``forward(*inputs)`` returns the loss, and a knob value in 
 the measured peak of one training step (eager codegen, so op-level memory is exact) and what
 PyTorch's partitioner recomputed, costed with graphremat's own annotations (FLOPs and the
 roofline estimate that also charges bytes moved). The model is copied; the caller's is untouched.
+:func:`aot_eager_backend` and :func:`knob_config` are that configuration, for running (timing) a
+model the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +47,33 @@ def recomputed_by(joint: fx.GraphModule, bw: fx.GraphModule, num_fwd_outputs: in
     return tuple(owners), flops, cost
 
 
+def aot_eager_backend(partition_fn=P.min_cut_rematerialization_partition):
+    """PyTorch's own ``aot_eager`` configuration (torch/_dynamo/backends/debugging.py): eager
+    forward and backward, split by ``partition_fn`` (the min-cut partitioner, which reads
+    ``activation_memory_budget``). Without keep_inference_input_mutations its knob < 1 partitions
+    of BatchNorm models fail autograd's version check (running stats saved, then updated)."""
+    return P.aot_autograd(
+        fw_compiler=P.boxed_nop,
+        bw_compiler=P.boxed_nop,
+        partition_fn=partition_fn,
+        keep_inference_input_mutations=True,
+    )
+
+
+@contextlib.contextmanager
+def knob_config(knob: float, solver: str = "dp") -> Iterator[None]:
+    """PyTorch's knob and its solver, set while a model compiled with :func:`aot_eager_backend`
+    compiles (its first call); Dynamo's recompile limit lifted, since every copy of one model
+    class compiles the same code objects again."""
+    with (
+        torch._functorch.config.patch(
+            activation_memory_budget=knob, activation_memory_budget_solver=solver
+        ),
+        torch._dynamo.config.patch(recompile_limit=10**6),
+    ):
+        yield
+
+
 def run_pytorch_knob(model, inputs, knob: float, solver: str = "dp") -> KnobResult:
     """One training step of ``model`` compiled with PyTorch's partitioner at ``knob``."""
     found: dict = {}
@@ -52,22 +83,9 @@ def run_pytorch_knob(model, inputs, knob: float, solver: str = "dp") -> KnobResu
         found["recomputed"] = recomputed_by(joint, bw, kwargs["num_fwd_outputs"])
         return fw, bw
 
-    # PyTorch's own aot_eager configuration (torch/_dynamo/backends/debugging.py), with the
-    # partition observed; without keep_inference_input_mutations its knob < 1 partitions of
-    # BatchNorm models fail autograd's version check (running stats saved, then updated)
-    backend = P.aot_autograd(
-        fw_compiler=P.boxed_nop,
-        bw_compiler=P.boxed_nop,
-        partition_fn=partition,
-        keep_inference_input_mutations=True,
-    )
+    backend = aot_eager_backend(partition)  # the partition observed
     compiled = torch.compile(copy.deepcopy(model), backend=backend, dynamic=False, fullgraph=True)
-    with (
-        torch._functorch.config.patch(
-            activation_memory_budget=knob, activation_memory_budget_solver=solver
-        ),
-        torch._dynamo.config.patch(recompile_limit=10**6),
-    ):
+    with knob_config(knob, solver):
         compiled(*inputs).backward()  # compiles outside the measurement
         peak = measure_step_peak(compiled, *inputs)
     recomputed, flops, cost = found.get("recomputed", ((), 0, 0))

@@ -10,12 +10,13 @@ No ``F.mse_loss`` (on CPU it returns a scalar backed by a large buffer, DESIGN.m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from graphremat.bench import GPT as BenchGPT
 
 SEED = 0
 
@@ -55,50 +56,10 @@ def make_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 # --- gpt -------------------------------------------------------------------------------------
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, max_len: int, p_drop: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
-        self.attn_drop = nn.Dropout(p_drop)
-        self.resid_drop = nn.Dropout(p_drop)
-        mask = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool))
-        self.register_buffer("causal_mask", mask.view(1, 1, max_len, max_len), persistent=False)
+class GPT(BenchGPT):
+    """The GPT of graphremat.bench (pre-LN, matmul + masked-softmax attention, GELU MLP, dropout,
+    untied head; ``forward(idx, targets)`` returns the loss), with the tests' defaults."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        h = self.num_heads
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q = q.view(b, t, h, c // h).transpose(1, 2)
-        k = k.view(b, t, h, c // h).transpose(1, 2)
-        v = v.view(b, t, h, c // h).transpose(1, 2)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // h))
-        scores = scores.masked_fill(~self.causal_mask[:, :, :t, :t], float("-inf"))
-        probs = self.attn_drop(F.softmax(scores, dim=-1))
-        y = (probs @ v).transpose(1, 2).contiguous().view(b, t, c)
-        return self.resid_drop(self.proj(y))
-
-
-class Block(nn.Module):
-    def __init__(self, d_model: int, num_heads: int, max_len: int, p_drop: float) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, num_heads, max_len, p_drop)
-        self.ln2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model),
-            nn.GELU(),
-            nn.Linear(4 * d_model, d_model),
-            nn.Dropout(p_drop),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
     def __init__(
         self,
         vocab_size: int = 128,
@@ -108,23 +69,7 @@ class GPT(nn.Module):
         num_layers: int = 2,
         p_drop: float = 0.1,
     ) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab_size, d_model)
-        self.pos_emb = nn.Parameter(torch.randn(1, max_len, d_model) * 0.02)
-        self.drop = nn.Dropout(p_drop)
-        self.blocks = nn.ModuleList(
-            Block(d_model, num_heads, max_len, p_drop) for _ in range(num_layers)
-        )
-        self.ln_f = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, vocab_size, bias=False)
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        t = idx.shape[1]
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, :t])
-        for block in self.blocks:
-            x = block(x)
-        logits = self.head(self.ln_f(x))
-        return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
+        super().__init__(vocab_size, max_len, d_model, num_heads, num_layers, p_drop)
 
 
 def make_gpt() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:

@@ -1,6 +1,5 @@
 """The user's torch.utils.checkpoint regions and selective-checkpoint policies are honoured."""
 
-import copy
 import functools
 
 import pytest

@@ -58,7 +58,7 @@ def _run(setups, name, frac, codegen):
         assert str(info.value.min_feasible_bytes) in str(info.value)
         pytest.skip(
             f"{name}: {frac} of the peak is below the minimum feasible budget "
-            f"({plan0.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})"
+            f"({info.value.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})"
         )
     mine, cmodel, loss, plan = compiled_step(model, inputs, budget, codegen)
     assert_matches(ref, mine, loss)

@@ -18,8 +18,12 @@ def _compile(model, budget):
     return mine, cmodel
 
 
-def test_inductor_timeline_matches_the_measured_peak():
-    model, inputs = MODEL_FACTORIES["mlp"]()
+@pytest.mark.parametrize("name", ["mlp", "gpt"])
+def test_inductor_timeline_matches_the_measured_peak(name):
+    """The replay of the generated code is the measured peak, to the byte. (On the GPT the
+    backward's wrapper holds a freed buffer for a later same-size allocation across the peak:
+    a replay of Inductor's scheduler alone came out 0.5-2.1 MB low there.)"""
+    model, inputs = MODEL_FACTORIES[name]()
     seen = []
     step_peak = InductorMemory.step_peak
 
@@ -29,16 +33,17 @@ def test_inductor_timeline_matches_the_measured_peak():
 
     try:
         InductorMemory.step_peak = spy
-        mine, cmodel = _compile(model, 0.7)
-        loss = train_step(cmodel, inputs)
+        with torch._inductor.config.patch(fallback_random=True):  # dropout draws as eager
+            mine, cmodel = _compile(model, 0.7)
+            loss = train_step(cmodel, inputs)
+            ref = reference(model, inputs, inductor=True)
     finally:
         InductorMemory.step_peak = step_peak
-    assert_matches(reference(model, inputs, inductor=True), mine, loss)
+    assert_matches(ref, mine, loss)
     peak = measured_peak(mine, cmodel, inputs)
-    assert len(seen) == 1 and seen[0] is not None
+    assert seen and seen[-1] is not None
     assert peak <= cmodel.graphremat_plans[-1].budget_bytes
-    # Inductor's replay, refined (graphremat._private.inductor_peak_memory), is what runs
-    assert peak * 0.995 <= seen[0] <= peak * 1.01, (seen[0], peak)
+    assert seen[-1] == peak
 
 
 def test_an_overshoot_is_held_back_and_the_region_planned_again(monkeypatch):
@@ -79,3 +84,21 @@ def test_an_overshoot_that_cannot_be_absorbed_is_a_typed_error(monkeypatch):
     monkeypatch.setattr(backend, "INDUCTOR_REPLANS", 0)
     with pytest.raises(graphremat.GraphRematError, match="Inductor generates"):
         train_step(_compile(model, 1.0)[1], inputs)
+
+
+def test_a_budget_below_the_op_level_minimum_is_met_on_credit():
+    """Op by op, every decomposed intermediate owns a buffer, so under Inductor the model is
+    conservative. A budget below its minimum: the model's smallest plan is compiled once, what
+    Inductor's code saved on it becomes credit, and the region is planned again with it; the
+    code's peak is checked as always, and measured within the budget."""
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    plan0 = graphremat.plan(model, *inputs, budget=1.0, codegen="inductor", time_limit_s=10)
+    frac = 0.53
+    assert frac * plan0.unconstrained_peak_bytes < plan0.min_feasible_bytes  # op level: no plan
+    mine, cmodel = _compile(model, frac)
+    loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs, inductor=True), mine, loss)
+    (plan,) = cmodel.graphremat_plans  # the smallest-peak plan compiled for credit is not kept
+    assert plan.budget_bytes == int(frac * plan0.unconstrained_peak_bytes)
+    assert plan.model_peak_bytes > plan.budget_bytes  # planned on credit
+    assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes

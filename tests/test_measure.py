@@ -160,5 +160,7 @@ def test_model_factory(name):
 def test_factories_are_deterministic():
     for name, factory in MODEL_FACTORIES.items():
         (m1, in1), (m2, in2) = factory(), factory()
-        assert all(torch.equal(a, b) for a, b in zip(in1, in2)), name
-        assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters())), name
+        assert all(torch.equal(a, b) for a, b in zip(in1, in2, strict=True)), name
+        assert all(
+            torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters(), strict=True)
+        ), name

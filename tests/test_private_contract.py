@@ -79,3 +79,25 @@ def test_region_keys_and_graph_break_reasons():
     assert P.TracingContext.try_get() is None
     assert "ddp_optimizer_ctx" in _inspect.getsource(P.TracingContext.__init__)
     assert "gm.compile_subgraph_reason" in _inspect.getsource(output_graph)
+
+
+def test_inductor_wrapper_lines_the_replay_reads():
+    """graphremat._private.wrapper_peak_memory replays Inductor's planned wrapper lines."""
+    import dataclasses
+
+    from torch._inductor.codegen import wrapper as W
+
+    assert callable(W.PythonWrapperCodegen.memory_plan_reuse)
+    assert issubclass(W.SubgraphPythonWrapperCodegen, W.PythonWrapperCodegen)
+    fields = {
+        W.AllocateLine: {"node"},
+        W.ReuseLine: {"node", "reused_as", "delete_old"},
+        W.FreeIfNotReusedLine: {"node", "is_reused"},
+        W.FreeLine: {"node"},
+        W.ReinterpretLine: {"node", "reused_as"},
+        W.ExternKernelAllocLine: {"node"},
+        W.ExternKernelOutLine: {"node"},
+        W.MultiOutputLine: {"result_name", "arg_name"},
+    }
+    for cls, names in fields.items():
+        assert names <= {f.name for f in dataclasses.fields(cls)}, cls.__name__

@@ -3,11 +3,14 @@ and the benchmark compare graphremat with it."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from graphremat.pytorch_baseline import run_pytorch_knob
+from graphremat.measure import measure_step_peak
+from graphremat.pytorch_baseline import aot_eager_backend, knob_config, run_pytorch_knob
 
 
 class BNNet(nn.Module):
@@ -59,3 +62,21 @@ def test_a_low_knob_recomputes_more_than_a_high_one():
     assert low.recompute_cost_ns > high.recompute_cost_ns
     assert low.recompute_flops > high.recompute_flops == 0  # knob 1.0 recomputes pointwise only
     assert set(high.recomputed) <= set(low.recomputed)
+
+
+def test_the_exposed_backend_is_the_one_measured():
+    """A model compiled with aot_eager_backend() under knob_config runs the program that
+    run_pytorch_knob measures (same peak) and computes eager's gradients."""
+    torch.manual_seed(0)
+    model = Deep()
+    x = torch.randn(512, 64)
+    expected = run_pytorch_knob(model, (x,), 0.3)
+    torch._dynamo.reset()
+    eager = copy.deepcopy(model)
+    eager(x).backward()
+    compiled = torch.compile(model, backend=aot_eager_backend(), dynamic=False, fullgraph=True)
+    with knob_config(0.3):
+        compiled(x).backward()
+        for p, q in zip(model.parameters(), eager.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad)
+        assert measure_step_peak(compiled, x) == expected.measured_peak_bytes
