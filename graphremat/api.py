@@ -61,6 +61,16 @@ def compile(
         raise GraphRematError(
             f"compile() takes an nn.Module or a callable, not {type(model).__name__}"
         )
+    if _is_fsdp2(model):
+        warnings.warn(
+            "graphremat: under FSDP2 the budget is not a promise for the whole step: a block "
+            "graph shared by several blocks is planned once, without the activations the "
+            "earlier blocks saved, and FSDP2's own all-gathered parameters and gradient "
+            "buffers (outside the compiled graphs) are not counted. Leave headroom, and "
+            "measure the step (graphremat.measure_peak_memory).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     backend = GraphrematBackend(options, model=model)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
@@ -113,6 +123,14 @@ def _raising_graphremat_errors(
             raise
 
     return call
+
+
+def _is_fsdp2(model: object) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, torch.nn.Module) and any(
+        isinstance(m, FSDPModule) for m in model.modules()
+    )
 
 
 def _needs_grad(out: object) -> bool:

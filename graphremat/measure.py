@@ -37,6 +37,7 @@ from torch.utils import _pytree as pytree
 
 from . import _private as P
 from .errors import GraphRematError
+from .regions import local_part
 
 log = logging.getLogger("graphremat")
 
@@ -72,12 +73,16 @@ def _baseline_bytes(tensors: Iterable[torch.Tensor], device: torch.device) -> in
     seen: set[int] = set()
     total = 0
     for t in tensors:
+        t = local_part(t)  # an FSDP2 parameter (DTensor): this process's shard
         if t.device != device or t.is_meta:
             continue
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if storage.nbytes() == 0 or ptr in seen:
+        try:
+            storage = t.untyped_storage()
+            if storage.nbytes() == 0 or storage.data_ptr() in seen:
+                continue
+        except RuntimeError:  # no data behind it on this process (e.g. a freed FSDP2 buffer)
             continue
+        ptr = storage.data_ptr()
         seen.add(ptr)
         total += storage.nbytes()
     return total

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import _private as P
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_part(t: torch.Tensor) -> torch.Tensor:
     """The part of ``t`` this process holds: a DTensor's (FSDP2's sharded parameters) local
     shard, else ``t``."""
     if isinstance(t, DTensor):
@@ -48,7 +48,7 @@ def model_resident_bytes(model: torch.nn.Module) -> int:
     seen: set[int] = set()
     total = 0
     for t in (*model.parameters(), *model.buffers()):
-        s = _local(t).untyped_storage()
+        s = local_part(t).untyped_storage()
         if s.data_ptr() in seen and s.nbytes():
             continue
         seen.add(s.data_ptr())

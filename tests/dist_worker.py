@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -166,14 +167,20 @@ def fsdp2(rank: int) -> dict:
     ref = shard(copy.deepcopy(model))
     ref_loss = step(ref, x)
     mine = shard(copy.deepcopy(model))
-    cmodel = graphremat.compile(mine, budget=1.0, codegen="eager", time_limit_s=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cmodel = graphremat.compile(mine, budget=1.0, codegen="eager", time_limit_s=2)
     loss = step(cmodel, x)
+    grads = local_grads(mine)
+    mine.zero_grad(set_to_none=False)
     return {
         "loss": loss,
         "ref_loss": ref_loss,
-        "grads": local_grads(mine),
+        "grads": grads,
         "ref_grads": local_grads(ref),
         "plans": [summary(p) for p in cmodel.graphremat_plans],
+        "warnings": [str(w.message) for w in caught],
+        "peak": measure_peak_memory(lambda *_: step(cmodel, x), mine, x),
     }
 
 

@@ -115,6 +115,10 @@ def test_fsdp2_gradients_and_identical_plans(tmp_path):
     for r in results:
         assert_grads_match(r)
         assert r["plans"]
+        # the budget does not cover the whole step under FSDP2 (a block graph shared by the
+        # blocks, FSDP2's own buffers): said at compile time, and the step measures above it
+        assert any("under FSDP2 the budget is not a promise" in w for w in r["warnings"])
+        assert r["peak"] > max(plan["budget_bytes"] for plan in r["plans"])
         for plan in r["plans"]:
             assert not any(_is_collective(op) for _, op, _, _ in plan["tensors"])
 
