@@ -17,8 +17,9 @@ turns it into a whole-step peak in graphremat's accounting:
             freed where the code deletes them; the gradients live to its end)
 
 where "fixed bytes" are the plan's (parameters, buffers, inputs, other regions' residents).
-Not seen: scratch memory inside an extern kernel (measured on CPU: up to 74 KB for the test
-ResNet's convolutions, 12 KB for the U-Net's).
+Scratch memory inside an extern kernel is not in the wrapper; an allowance is counted for it
+(``_private.EXTERN_SCRATCH_BYTES``; measured on CPU up to 74 KB for the test ResNet's
+convolution backward, 12 KB for the U-Net's).
 """
 
 from __future__ import annotations
