@@ -23,7 +23,7 @@ from torch._functorch.partitioners import (
     is_not_collective,
     min_cut_rematerialization_partition,
 )
-from torch._guards import CompileContext, TracingContext
+from torch._guards import CompileContext, TracingContext, detect_fake_mode
 from torch._inductor.custom_graph_pass import CustomPartitionerFn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -45,6 +45,7 @@ __all__ = [
     "aot_autograd",
     "boxed_nop",
     "default_partition",
+    "detect_fake_mode",
     "flop_registry",
     "is_not_collective",
     "min_cut_rematerialization_partition",

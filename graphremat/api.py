@@ -31,6 +31,7 @@ def compile(
     log_progress: bool = False,
     calibrate: bool | str = "auto",
     cache: bool | str = True,
+    max_recomputes: int = 1,
     fullgraph: bool = False,
     dynamic: bool | None = False,
 ):
@@ -44,6 +45,9 @@ def compile(
     measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
     ``cache``: keep solved plans on disk and reuse them (re-checked) when the same graph and
     budget come again: True ($GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat), a directory, or False.
+    ``max_recomputes``: 1 (default) recomputes a value at most once, just before the backward
+    needs it; k > 1 lets the solver recompute a value up to k times, anywhere in the backward
+    (lower peaks, for graphs of a few hundred decisions; see graphremat/solvers/multi.py).
     """
     options = Options.make(
         budget,
@@ -56,6 +60,7 @@ def compile(
         log_progress=log_progress,
         calibrate=calibrate,
         cache=cache,
+        max_recomputes=max_recomputes,
     )
     if not callable(model):
         raise GraphRematError(

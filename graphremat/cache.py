@@ -63,6 +63,7 @@ def plan_key(problem_fingerprint: str, budget_bytes: int, options) -> str | None
         options.codegen,
         options.cost_model,
         str(options.calibrate),
+        options.max_recomputes,
     ]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 

@@ -37,6 +37,7 @@ from .rewrite import rewrite
 from .simulate import simulate
 from .solvers import get_solver
 from .solvers.cpsat import MinPeak, min_peak
+from .solvers.multi import CopyPlan, evaluate_copies, min_peak_multi, solve_multi
 from .solvers.problem import evaluate, save_all_set
 from .solvers.result import SolveResult, SolveStatus
 
@@ -44,6 +45,7 @@ log = logging.getLogger("graphremat")
 
 CODEGENS = ("inductor", "eager")
 FALLBACKS = (None, "pytorch")
+MAX_RECOMPUTES = 4
 
 
 class ConfigError(GraphRematError, ValueError):
@@ -66,8 +68,14 @@ class Options:
     cost_model: str = "roofline-v1"
     # solved plans on disk: True = $GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat, a path, or False
     cache: bool | str = True
+    # 1: each value recomputed at most once, just in time (scales to 8k-node graphs); k > 1:
+    # up to k recomputations per value, placed freely (solvers/multi.py; lower peaks, slower)
+    max_recomputes: int = 1
 
     def __post_init__(self) -> None:
+        mr = self.max_recomputes
+        if isinstance(mr, bool) or not isinstance(mr, int) or not 1 <= mr <= MAX_RECOMPUTES:
+            raise ConfigError(f"max_recomputes={mr!r} must be an int in [1, {MAX_RECOMPUTES}]")
         if not isinstance(self.cache, (bool, str)) or self.cache == "":
             raise ConfigError(f"cache={self.cache!r}; pass True, False or a directory path")
         if self.codegen not in CODEGENS:
@@ -128,6 +136,7 @@ class Options:
                 self.fallback,
                 self.calibrate,
                 self.cost_model,
+                self.max_recomputes,
             )
         )
         return hashlib.sha256(key.encode()).hexdigest()
@@ -360,13 +369,14 @@ def make_plan(
     cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident)
     problem = cap.problem
 
-    def emit(saved):
+    def emit(saved, copies=None):
         fw, bw = rewrite(
             joint,
             cap,
             saved,
             num_fwd_outputs=num_fwd_outputs,
             static_lifetime_input_nodes=static_lifetime_input_nodes,
+            copies=copies,
         )
         return fw, bw, simulate(fw, bw, num_fwd_outputs, outside_bytes=resident)
 
@@ -397,6 +407,16 @@ def make_plan(
         if hit is not None:
             return hit
     tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
+    if options.max_recomputes > 1 and ev_all.peak_bytes > target:
+        fw, bw, plan = _copy_plan(cap, joint, options, emit, budget_bytes, credit, t0, tmin)
+        plan = replace(
+            plan,
+            unconstrained_peak_bytes=unconstrained - held,
+            unconstrained_timeline=sim_all.timeline,
+        )
+        if key is not None:
+            plan_cache.store(cache_at, key, plan)
+        return fw, bw, plan
     min_known: MinPeak | None = None
 
     def minimum() -> MinPeak:
@@ -468,24 +488,118 @@ def make_plan(
         objective=result.objective,
         bound=result.bound,
         model_peak_bytes=ev.peak_bytes,
-        num_joint_nodes=cap.num_fx_nodes,
-        num_problem_nodes=problem.graph.number_of_nodes(),
-        num_candidates=len(problem.candidates()),
+        **_graph_fields(cap),
         fixed_bytes=sim.fixed_bytes,
         codegen=options.codegen,
         timeline=sim.timeline,
         saved_bytes=saved_bytes,
         min_feasible_proven=minimum().optimal,
-        step_cost_ns=int(sum(problem.attr(v, "cost") for v in problem.graph)),
         unconstrained_timeline=sim_all.timeline,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
+    )
+    if key is not None:
+        plan_cache.store(cache_at, key, plan)
+    return fw, bw, plan
+
+
+def _graph_fields(cap: Capture) -> dict:
+    """The Plan fields that describe the graph, whatever the plan."""
+    problem = cap.problem
+    return dict(
+        num_joint_nodes=cap.num_fx_nodes,
+        num_problem_nodes=problem.graph.number_of_nodes(),
+        num_candidates=len(problem.candidates()),
+        step_cost_ns=int(sum(problem.attr(v, "cost") for v in problem.graph)),
         dag_edges=tuple(
             (u, v) for u, v in problem.graph.edges if problem.is_fwd(u) and problem.is_fwd(v)
         ),
     )
-    if key is not None:
-        plan_cache.store(cache_at, key, plan)
+
+
+def _copy_plan(cap: Capture, joint, options: Options, emit, budget_bytes, credit, t0, tmin):
+    """Plan in the copy class (``max_recomputes`` > 1, solvers/multi.py): the cheapest plan
+    with at most that many recomputations per value, placed freely, checked like any plan."""
+    problem = cap.problem
+    target = budget_bytes + credit
+    kw = dict(seed=options.seed, num_workers=options.num_workers)
+    try:
+        result = solve_multi(
+            problem,
+            target,
+            max_recomputes=options.max_recomputes,
+            time_limit_s=options.time_limit_s,
+            log_progress=options.log_progress,
+            **kw,
+        )
+    except Exception as e:
+        raise SolverFailed(f"the copy-class solver failed on {problem.name}: {e}") from e
+    lowest = None
+    if not result.status.has_plan:
+        # no plan within the time limit: the smallest-peak plan may still fit
+        lowest, bound, proven = min_peak_multi(
+            problem, max_recomputes=options.max_recomputes, time_limit_s=tmin, **kw
+        )
+        if lowest.peak_bytes > target:
+            if result.status is SolveStatus.INFEASIBLE or proven:
+                raise InfeasibleBudget(budget_bytes, lowest.peak_bytes - credit)
+            raise SolverFailed(
+                f"no plan fitting {format_bytes(budget_bytes)} found within time_limit_s="
+                f"{options.time_limit_s:g} with max_recomputes={options.max_recomputes}; the "
+                f"smallest peak found is {format_bytes(lowest.peak_bytes - credit)} (proven >= "
+                f"{format_bytes(bound - credit)}). Raise time_limit_s or the budget.",
+                smallest_peak_bytes=lowest.peak_bytes - credit,
+            )
+        result = SolveResult(
+            "multi(min-peak)",
+            SolveStatus.FEASIBLE,
+            lowest.plan.saved,
+            lowest.cost,
+            0.0,
+            lowest.peak_bytes,
+            wall_s=result.wall_s,
+            info={"plan": lowest.plan},
+        )
+    copies: CopyPlan = result.info["plan"]
+    ev = evaluate_copies(problem, copies)
+    fw, bw, sim = emit(copies.saved, copies)
+    if sim.peak_bytes > target:
+        raise GraphRematError(
+            f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
+            f"{target} (copy model said {ev.peak_bytes}). Please report this graph."
+        )
+    if lowest is None:
+        lowest, _, proven = min_peak_multi(
+            problem, max_recomputes=options.max_recomputes, time_limit_s=tmin, **kw
+        )
+    recomputed = copies.recomputed
+    flops = sum(cap.info[v].flops * len(cs) for v, cs in copies.copies.items())
+    plan = Plan(
+        budget_bytes=budget_bytes,
+        predicted_peak_bytes=sim.peak_bytes - credit,
+        unconstrained_peak_bytes=0,
+        min_feasible_bytes=min(lowest.peak_bytes, ev.peak_bytes) - credit,
+        recompute_flops=flops,
+        recompute_cost_ns=int(ev.cost),
+        saved=tuple(sorted(copies.saved, key=problem.fwd_pos.__getitem__)),
+        recomputed=tuple(sorted(recomputed, key=problem.fwd_pos.__getitem__)),
+        status=result.status.value,
+        gap=result.gap,
+        solver=f"{result.solver}(max_recomputes={options.max_recomputes})",
+        solve_time_s=time.perf_counter() - t0,
+        objective=result.objective,
+        bound=result.bound,
+        model_peak_bytes=ev.peak_bytes,
+        **_graph_fields(cap),
+        fixed_bytes=sim.fixed_bytes,
+        codegen=options.codegen,
+        timeline=sim.timeline,
+        saved_bytes=sum(problem.attr(v, "mem_bytes") for v in copies.saved),
+        min_feasible_proven=proven,
+        lifetimes=sim.lifetimes,
+        tensors=tensor_records(joint, cap, copies.saved - recomputed, recomputed),
+        copies=copies.to_json(),
+    )
     return fw, bw, plan
 
 
@@ -537,10 +651,18 @@ def _replay(plan: Plan, problem, emit, budget_bytes: int, credit: int = 0):
     simulator; or why it does not fit (a string): unknown values, another budget, or a replay
     that does not reproduce the plan's recorded peak (``credit``: see make_plan)."""
     saved = frozenset(plan.saved)
-    ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
-    if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
-        return "the plan does not match this graph or budget"
-    fw, bw, sim = emit(ev.saved)
+    if plan.copies:
+        copies = CopyPlan.from_json(plan.copies)
+        names = saved | set(copies.copies)
+        ev = evaluate_copies(problem, copies) if names <= set(problem.graph) else None
+        if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
+            return "the plan does not match this graph or budget"
+        fw, bw, sim = emit(copies.saved, copies)
+    else:
+        ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
+        if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
+            return "the plan does not match this graph or budget"
+        fw, bw, sim = emit(ev.saved)
     predicted = sim.peak_bytes - credit
     if predicted != plan.predicted_peak_bytes or predicted > budget_bytes:
         recorded = plan.predicted_peak_bytes

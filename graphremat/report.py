@@ -100,6 +100,9 @@ class Plan:
     tensors: tuple[TensorRecord, ...] = field(default=(), repr=False)
     dag_edges: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     from_cache: bool = False  # loaded from the plan cache (and re-checked by the simulator)
+    # with max_recomputes > 1: the CopyPlan (graphremat.solvers.multi) as JSON: saved values'
+    # last backward steps and each recomputation's steps; empty for the once-class
+    copies: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.predicted_peak_bytes > self.budget_bytes:
@@ -108,7 +111,7 @@ class Plan:
             )
         if min(self.budget_bytes, self.predicted_peak_bytes, self.min_feasible_bytes) < 0:
             raise ValueError("negative byte count")
-        if set(self.saved) & set(self.recomputed):
+        if set(self.saved) & set(self.recomputed) and not self.copies:
             raise ValueError("a value cannot be both saved and recomputed")
         if not self.gap >= 0:
             raise ValueError(f"gap {self.gap!r} must be >= 0")
@@ -391,6 +394,14 @@ def _records(v) -> tuple[TensorRecord, ...]:
     return tuple(TensorRecord(*row) for row in rows)
 
 
+def _copies(value) -> dict:
+    if not isinstance(value, dict) or (value and set(value) != {"save_end", "copies"}):
+        raise TypeError("expected {} or an object with 'save_end' and 'copies'")
+    from .solvers.multi import CopyPlan
+
+    return CopyPlan.from_json(value).to_json() if value else {}
+
+
 _FIELD_TYPES = {
     "budget_bytes": _int,
     "predicted_peak_bytes": _int,
@@ -421,4 +432,5 @@ _FIELD_TYPES = {
     "tensors": _records,
     "dag_edges": _rows(_str, _str),
     "from_cache": _bool,
+    "copies": _copies,
 }

@@ -19,6 +19,7 @@ import torch.fx as fx
 
 from . import _private as P
 from .capture import Capture
+from .errors import GraphRematError
 
 
 def saved_fx_nodes(joint: fx.GraphModule, capture: Capture, saved: Iterable[str]) -> list[fx.Node]:
@@ -146,6 +147,150 @@ def reorder_backward(bw: fx.GraphModule, fwd_names: set[str]) -> fx.GraphModule:
     return gm
 
 
+def _is_view(n: fx.Node) -> bool:
+    return n.target is operator.getitem or bool(getattr(n.target, "is_view", False))
+
+
+def _refake(node: fx.Node) -> None:
+    """Give a recomputed copy its own fake value (a storage of its own; a view shares its
+    copied base's), so that the check counts each copy's bytes."""
+    vals = [a.meta.get("val") for a in node.all_input_nodes]
+    mode = P.detect_fake_mode([v for v in vals if v is not None])
+    if mode is None:
+        return
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: a.meta.get("val"))
+    with mode:
+        node.meta["val"] = node.target(*args, **kwargs)
+
+
+def emit_copies(
+    bw: fx.GraphModule, joint: fx.GraphModule, capture: Capture, copies
+) -> fx.GraphModule:
+    """The backward of a :class:`graphremat.solvers.multi.CopyPlan`: each recomputation of a
+    forward value is emitted (copied from the joint graph, with the views of it the backward
+    reads) before the backward step where the plan starts it, and reads the inputs' newest
+    copies; FX frees each copy after its last reader, no later than the plan's end."""
+    problem = capture.problem
+    f = problem.num_fwd
+    fwd_names = capture.fwd_fx
+    in_bw = {n.name for n in bw.graph.nodes}
+    members: dict[str, list[fx.Node]] = {}
+    for n in joint.graph.nodes:
+        v = capture.owner.get(n.name)
+        if n.op == "call_function" and n.name in fwd_names and v is not None:
+            if n.name in in_bw or n.name == v or _is_view(n):
+                members.setdefault(v, []).append(n)
+    starts: dict[int, list[str]] = {}
+    for v, cs in copies.copies.items():
+        for s, _ in cs:
+            starts.setdefault(s, []).append(v)
+    joint_by_name = {n.name: n for n in joint.graph.nodes}
+
+    old = bw.graph
+    new = fx.Graph(owning_module=bw, tracer_cls=old._tracer_cls)
+    new._codegen = old._codegen
+    env: dict[str, fx.Node] = {}
+
+    bw_by_name = {n.name: n for n in bw.graph.nodes}
+
+    def lookup(a: fx.Node) -> fx.Node:
+        if a.name not in env:
+            src = bw_by_name.get(a.name) or joint_by_name.get(a.name, a)
+            # views (of an input, or of a live copy) cost nothing: made where they are needed
+            view = capture.owner.get(a.name) is None or _is_view(src)
+            if src.op != "call_function" or not view:
+                raise GraphRematError(
+                    f"internal error: the copy plan reads {a.name!r} (of "
+                    f"{capture.owner.get(a.name)!r}) where no copy of it is alive. Please report "
+                    "this graph."
+                )
+            emit(src)
+        return env[a.name]
+
+    def emit(n: fx.Node, recompute: bool = False) -> None:
+        out = new.node_copy(n, lookup)
+        if n.name in fwd_names:
+            _recompute_without_side_outputs(out)
+            if recompute:
+                _refake(out)
+        env[n.name] = out
+
+    done = f - 1  # copies of stages up to here are emitted
+    for n in old.nodes:
+        if n.op == "placeholder":
+            env[n.name] = new.node_copy(n, lookup)
+    for n in old.nodes:
+        if n.op == "placeholder" or n.name in fwd_names:
+            continue
+        root = capture.owner.get(n.name)
+        stage = f + problem.bwd_pos[root] if root in problem.bwd_pos else done
+        if n.op == "output":
+            stage = problem.num_steps - 1
+        while done < stage:
+            done += 1
+            for v in sorted(starts.get(done, ()), key=problem.fwd_pos.__getitem__):
+                for m in members.get(v, ()):
+                    emit(m, recompute=True)
+        if n.op == "output":
+            env[n.name] = new.node_copy(n, lookup)
+        else:
+            emit(n)
+    new.lint()
+    gm = fx.GraphModule(bw, new)
+    gm.meta.update(getattr(bw, "meta", {}))
+    return gm
+
+
+def _inputs_read_by_copies(joint: fx.GraphModule, capture: Capture, copies) -> list[fx.Node]:
+    """The model inputs (parameters, buffers, user inputs) that the plan's recomputations read,
+    directly or through views of them."""
+    owned = {v for v, cs in copies.copies.items() if cs}
+    stack = [
+        a
+        for n in joint.graph.nodes
+        if n.op == "call_function" and capture.owner.get(n.name) in owned
+        for a in n.all_input_nodes
+    ]
+    seen: set[fx.Node] = set()
+    found: list[fx.Node] = []
+    while stack:
+        a = stack.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        if a.op == "placeholder":
+            if P._is_primal(a) and isinstance(a.meta.get("val"), torch.Tensor):
+                found.append(a)
+        elif a.op == "call_function" and capture.owner.get(a.name) is None:
+            stack.extend(a.all_input_nodes)
+    order = {n: i for i, n in enumerate(joint.graph.nodes)}
+    return sorted(found, key=order.__getitem__)
+
+
+def _pass_inputs(
+    fw: fx.GraphModule, bw: fx.GraphModule, inputs: list[fx.Node], num_fwd_outputs: int
+) -> None:
+    """Make the forward hand ``inputs`` to the backward (as saved values: resident anyway, so
+    free) when the backward module does not take them yet. PyTorch's extraction drops saved
+    values the extracted backward does not read; recomputations placed by a copy plan may."""
+    have = {n.name for n in bw.graph.find_nodes(op="placeholder")}
+    missing = [a for a in inputs if a.name not in have]
+    if not missing:
+        return
+    fw_inputs = {n.name: n for n in fw.graph.find_nodes(op="placeholder")}
+    out = fw.graph.find_nodes(op="output")[0]
+    outs = list(out.args[0])
+    added = [fw_inputs[a.name] for a in missing]
+    out.args = (tuple(outs[:num_fwd_outputs] + added + outs[num_fwd_outputs:]),)
+    first = next(iter(bw.graph.find_nodes(op="placeholder")))
+    for a in missing:
+        with bw.graph.inserting_before(first):
+            p = bw.graph.placeholder(a.name)
+        p.meta.update(a.meta)
+    fw.recompile()
+    bw.recompile()
+
+
 def rewrite(
     joint: fx.GraphModule,
     capture: Capture,
@@ -153,7 +298,10 @@ def rewrite(
     *,
     num_fwd_outputs: int,
     static_lifetime_input_nodes=None,
+    copies=None,
 ) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``copies``: a :class:`graphremat.solvers.multi.CopyPlan` (its saved set is ``saved``):
+    emit its recomputations instead of the just-in-time ones."""
     saved_values = saved_fx_nodes(joint, capture, saved)
     saved_values = _primals_read_by_backward(joint, saved_values, num_fwd_outputs) + saved_values
     sym = saved_sym_nodes(joint, capture)
@@ -175,6 +323,10 @@ def rewrite(
         num_fwd_outputs=num_fwd_outputs,
         static_lifetime_input_nodes=static_lifetime_input_nodes,
     )
-    bw = reorder_backward(bw, capture.fwd_fx)
+    if copies is None:
+        bw = reorder_backward(bw, capture.fwd_fx)
+    else:
+        _pass_inputs(fw, bw, _inputs_read_by_copies(joint, capture, copies), num_fwd_outputs)
+        bw = emit_copies(bw, joint, capture, copies)
     fw.graph.lint()
     return fw, bw

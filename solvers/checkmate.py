@@ -1,4 +1,4 @@
-"""Exact, unrestricted Checkmate (Jain et al., MLSys 2020) on CP-SAT: the reference optimum for tests.
+"""Exact, unrestricted Checkmate (Jain et al., MLSys 2020) on CP-SAT: the tests' reference optimum.
 
 Input: a DAG whose nodes carry a cost and a size in bytes, a topological order, and a byte budget
 (:func:`solve_checkmate_dag`); or a :class:`RematProblem` (:func:`solve_checkmate`), converted to
@@ -91,7 +91,7 @@ class CheckmateGraph:
             raise ProblemError("checkmate: per-node tuples differ in length")
         if len(self.cost) != n or len(self.may_compute) != n:
             raise ProblemError("checkmate: per-node tuples differ in length")
-        if any(b <= a for a, b in zip(self.stages, self.stages[1:])):
+        if any(b <= a for a, b in zip(self.stages, self.stages[1:], strict=False)):
             raise ProblemError("checkmate: stage positions must strictly increase")
         for k, ps in enumerate(self.preds):
             if any(not 0 <= p < k for p in ps):
@@ -200,7 +200,7 @@ class _Model:
 
 def _byte_unit(cg: CheckmateGraph) -> int:
     unit = 0
-    for m, tr in zip(cg.mem_bytes, cg.transient_bytes):
+    for m, tr in zip(cg.mem_bytes, cg.transient_bytes, strict=True):
         unit = math.gcd(unit, m, tr)
     return unit or 1
 
@@ -287,7 +287,8 @@ def _add_usefulness(m: cp_model.CpModel, cg: CheckmateGraph, R: dict, S: dict) -
 
 
 def _add_frees(m: cp_model.CpModel, cg: CheckmateGraph, R: dict, S: dict) -> dict:
-    # FREE[t,i,k] <=> k runs in stage t, i is not kept after t, and no later consumer of i runs in t.
+    # FREE[t,i,k] <=> k runs in stage t, i is not kept after t, and no later consumer of i runs
+    # in t.
     succ = cg.successors()
     FREE: dict[tuple[int, int, int], cp_model.IntVar] = {}
     for (t, k), r in R.items():

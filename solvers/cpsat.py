@@ -179,17 +179,7 @@ def build_model(
             m.add(slot[v] == first[v]).only_enforce_if(recomp[v])
 
     # memory[t]: fixed profile + saved extensions + recomputed intervals <= capacity
-    intervals, demands = [], []
-    profile = problem.fixed_profile()
-    t = 0
-    while t < horizon:
-        t1 = t
-        while t1 + 1 < horizon and profile[t1 + 1] == profile[t]:
-            t1 += 1
-        if profile[t]:
-            intervals.append(m.new_fixed_size_interval_var(t, t1 - t + 1, f"fixed[{t}]"))
-            demands.append(profile[t] // unit)
-        t = t1 + 1
+    intervals, demands = fixed_intervals(m, problem, unit)
     for v in cand:
         a = g.nodes[v]
         mem, tr = a["mem_bytes"] // unit, a["transient_bytes"] // unit
@@ -227,6 +217,23 @@ def build_model(
 #: backward steps that get "early" literals (see _add_early_literals); more give a tighter bound
 #: at the price of ``candidates x steps`` literals
 MAX_EARLY_STEPS = 6
+
+
+def fixed_intervals(m: cp_model.CpModel, problem: RematProblem, unit: int) -> tuple[list, list]:
+    """The plan-independent profile as constant intervals (one per run of equal steps) and
+    their demands in byte units, for a cumulative."""
+    intervals, demands = [], []
+    profile, horizon = problem.fixed_profile(), problem.num_steps
+    t = 0
+    while t < horizon:
+        t1 = t
+        while t1 + 1 < horizon and profile[t1 + 1] == profile[t]:
+            t1 += 1
+        if profile[t]:
+            intervals.append(m.new_fixed_size_interval_var(t, t1 - t + 1, f"fixed[{t}]"))
+            demands.append(profile[t] // unit)
+        t = t1 + 1
+    return intervals, demands
 
 
 def _capacity_hi(problem: RematProblem, unit: int) -> int:

@@ -47,6 +47,7 @@ def get_solver(name_or_fn: str | Callable[..., SolveResult]) -> Callable[..., So
     if not isinstance(name_or_fn, str) or name_or_fn not in SOLVERS:
         raise KeyError(
             f"unknown solver {name_or_fn!r}; choose one of {sorted(SOLVERS)} or pass a callable "
-            "(problem, budget_bytes, *, time_limit_s, seed, num_workers, log_progress) -> SolveResult"
+            "(problem, budget_bytes, *, time_limit_s, seed, num_workers, log_progress) -> "
+            "SolveResult"
         )
     return SOLVERS[name_or_fn]

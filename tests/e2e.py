@@ -55,10 +55,12 @@ def assert_matches(ref: StepResult, model, loss) -> None:
         )
 
 
-def compiled_step(model, inputs, budget, codegen, time_limit_s: float = 5.0):
+def compiled_step(model, inputs, budget, codegen, time_limit_s: float = 5.0, **options):
     """Compile a copy of ``model``; run one step; return (model copy, compiled, loss, plan)."""
     mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen=codegen, time_limit_s=time_limit_s)
+    cmodel = graphremat.compile(
+        mine, budget=budget, codegen=codegen, time_limit_s=time_limit_s, **options
+    )
     loss = train_step(cmodel, inputs)
     return mine, cmodel, loss, cmodel.graphremat_plans[-1]
 

@@ -19,6 +19,9 @@ import graphremat
 
 FAMILIES = ["mlp", "gpt", "resnet", "unet"]
 FRACTIONS = [1.0, 0.7, 0.5, "min"]
+#: below the smallest budget of the once-class (one recomputation per value, just in time), these
+#: run with max_recomputes=2 (tests/test_multi.py); the rest of the matrix keeps the default
+MULTI_RECOMPUTE = {("mlp", 0.5, "inductor")}
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +59,19 @@ def _run(setups, name, frac, codegen):
         # the error names a budget that works, and it is no larger than the one plan() reported
         assert budget_bytes < info.value.min_feasible_bytes <= plan0.min_feasible_bytes
         assert str(info.value.min_feasible_bytes) in str(info.value)
+        if (name, frac, codegen) in MULTI_RECOMPUTE:  # below the once-class: recompute twice
+            return _check(
+                ref, model, inputs, budget, codegen, frac, max_recomputes=2, time_limit_s=20
+            )
         pytest.skip(
             f"{name}: {frac} of the peak is below the minimum feasible budget "
             f"({info.value.min_feasible_bytes / plan0.unconstrained_peak_bytes:.3f})"
         )
-    mine, cmodel, loss, plan = compiled_step(model, inputs, budget, codegen)
+    return _check(ref, model, inputs, budget, codegen, frac)
+
+
+def _check(ref, model, inputs, budget, codegen, frac, **options):
+    mine, cmodel, loss, plan = compiled_step(model, inputs, budget, codegen, **options)
     assert_matches(ref, mine, loss)
     assert plan.predicted_peak_bytes <= plan.budget_bytes
     peak = measured_peak(mine, cmodel, inputs)

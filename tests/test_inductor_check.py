@@ -56,8 +56,9 @@ def test_an_overshoot_is_held_back_and_the_region_planned_again(monkeypatch):
     def overshoot_once(self, fixed, user):
         real = step_peak(self, fixed, user)
         calls.append(real)
-        # the first compile "peaks" 1 MiB over its budget: the region must be planned again
-        return budget_of_first[0] + (1 << 20) if len(calls) == 1 else real
+        # the first compile "peaks" 1 MiB over its budget, and again without Inductor's buffer
+        # reuse (the first retry): the region must be planned again
+        return budget_of_first[0] + (1 << 20) if len(calls) <= 2 else real
 
     budget_of_first = []
     monkeypatch.setattr(InductorMemory, "step_peak", overshoot_once)
@@ -66,8 +67,8 @@ def test_an_overshoot_is_held_back_and_the_region_planned_again(monkeypatch):
     mine, cmodel = _compile(model, 0.8)
     loss = train_step(cmodel, inputs)
     assert_matches(reference(model, inputs, inductor=True), mine, loss)
-    (plan,) = cmodel.graphremat_plans  # the over-budget first plan was dropped
-    assert len(calls) == 2
+    (plan,) = cmodel.graphremat_plans  # the over-budget first plans were dropped
+    assert len(calls) == 3
     assert plan.budget_bytes == plan0.budget_bytes  # a fraction stays a fraction of the same peak
     assert plan.fixed_bytes == plan0.fixed_bytes + (1 << 20)  # the overshoot is held back
     assert plan.predicted_peak_bytes <= plan.budget_bytes

@@ -1,0 +1,496 @@
+"""More than one recomputation of a value: the joint-graph schedule class with recompute copies.
+
+The class of ``problem.py`` recomputes a value at most once, just in time, and keeps it until its
+last backward use. Deep chains then hold a whole recomputed segment at once; Revolve-like
+schedules go lower by recomputing a value, dropping it, and recomputing it again later. Here a
+plan is a :class:`CopyPlan`:
+
+* ``save_end[v]``: the forward value ``v`` is kept from the forward until global step
+  ``save_end[v]`` (>= F, the first backward step); absent: not saved.
+* ``copies[v]``: ``v``'s recomputations in the backward, each an inclusive global step interval
+  ``(start, end)`` with ``F <= start <= end``; disjoint, in time order, and after the saved copy.
+  A recomputation at ``start`` runs before the backward node of that step (several in one step
+  run in forward order); its inputs must be alive then.
+
+Validity (:func:`evaluate_copies`): every read of a forward value by a backward node at step
+``t``, or by a recomputation starting at ``t``, finds the value pinned, saved until at least
+``t``, or a copy whose interval covers ``t``; a multi-output op's output is recomputed only with
+the op (a copy of the op starting in the same step). Memory at step ``t``: the plan-independent
+profile of ``problem.py``, plus saved extensions ``[last forward use + 1, save_end]``, plus every
+copy covering ``t``, plus a copy's transient bytes at its start. Cost: the summed cost of all
+copies. A plan of the once-class is a plan here (:func:`from_evaluation`) with the same profile,
+peak and cost, so this class contains it.
+
+:func:`solve_multi` is the CP-SAT model of this class with at most ``max_recomputes`` copies per
+value (``serve`` literals choose which copy answers each read, one cumulative for memory),
+hinted with the once-class plan of :func:`solvers.cpsat.solve_cpsat`; its plans are re-checked
+by :func:`evaluate_copies`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from .cpsat import (
+    _byte_unit,
+    _capacity_hi,
+    _integer_costs,
+    fixed_intervals,
+    min_peak,
+    solve_cpsat,
+)
+from .problem import Evaluation, ProblemError, RematProblem, evaluate
+from .result import SolveResult, SolveStatus
+from .sat import ModelMismatch, solve_model
+
+Interval = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPlan:
+    """Saved values (with the step their saved copy ends) and recompute copies per value."""
+
+    save_end: Mapping[str, int] = field(default_factory=dict)
+    copies: Mapping[str, tuple[Interval, ...]] = field(default_factory=dict)
+
+    @property
+    def saved(self) -> frozenset[str]:
+        return frozenset(self.save_end)
+
+    @property
+    def recomputed(self) -> frozenset[str]:
+        return frozenset(v for v, cs in self.copies.items() if cs)
+
+    @property
+    def num_recomputations(self) -> int:
+        return sum(len(cs) for cs in self.copies.values())
+
+    def to_json(self) -> dict:
+        return {
+            "save_end": dict(sorted(self.save_end.items())),
+            "copies": {v: [list(c) for c in cs] for v, cs in sorted(self.copies.items()) if cs},
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> CopyPlan:
+        return cls(
+            {str(v): int(e) for v, e in doc["save_end"].items()},
+            {str(v): tuple((int(s), int(e)) for s, e in cs) for v, cs in doc["copies"].items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CopyEvaluation:
+    valid: bool
+    reason: str
+    plan: CopyPlan
+    profile_bytes: tuple[int, ...]
+    peak_bytes: int
+    cost: float
+
+
+def from_evaluation(problem: RematProblem, ev: Evaluation) -> CopyPlan:
+    """The once-class plan ``ev`` (:func:`solvers.problem.evaluate`) as a copy plan."""
+    f = problem.num_fwd
+    save_end = {v: f + ev.end[v] for v in ev.saved if not problem.attr(v, "pinned")}
+    copies = {v: ((f + ev.slot[v], f + ev.end[v]),) for v in ev.recomputed}
+    return CopyPlan(save_end, copies)
+
+
+def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
+    """Check ``plan`` against the class (see the module docstring); its profile, peak, cost."""
+    g, f, total = problem.graph, problem.num_fwd, problem.num_steps
+    reasons: list[str] = []
+    for v, e in plan.save_end.items():
+        a = g.nodes.get(v)
+        if a is None or not problem.is_fwd(v):
+            raise ProblemError(f"copy plan saves non-forward node {v!r}")
+        if not (a["savable"] and a["required"]):
+            reasons.append(f"{v!r} is saved but not savable")
+        if not f <= e < total:
+            reasons.append(f"{v!r} saved until step {e}, outside the backward")
+    for v, cs in plan.copies.items():
+        a = g.nodes.get(v)
+        if a is None or not problem.is_fwd(v):
+            raise ProblemError(f"copy plan recomputes non-forward node {v!r}")
+        if cs and not a["recomputable"]:
+            reasons.append(f"{v!r} is recomputed but not recomputable")
+        prev = plan.save_end.get(v, f - 1)
+        for s, e in cs:
+            if not (f <= s <= e < total) or s <= prev:
+                reasons.append(f"{v!r} has copy {(s, e)} out of order or outside the backward")
+            prev = e
+
+    def alive(u: str, t: int) -> bool:
+        a = g.nodes[u]
+        if a["pinned"] and a["required"]:
+            return True
+        if plan.save_end.get(u, -1) >= t:
+            return True
+        return any(s <= t <= e for s, e in plan.copies.get(u, ()))
+
+    for b in problem.bwd_order:
+        t = f + problem.bwd_pos[b]
+        for u in g.pred[b]:
+            if problem.is_fwd(u) and not alive(u, t):
+                reasons.append(f"backward node {b!r} at step {t} reads {u!r}, not alive then")
+    for v, cs in plan.copies.items():
+        parent = g.nodes[v]["tied_to"]
+        for s, _ in cs:
+            for u in g.pred[v]:
+                if not alive(u, s):
+                    reasons.append(f"recomputing {v!r} at step {s} reads {u!r}, not alive then")
+            if parent is not None and all(ps != s for ps, _ in plan.copies.get(parent, ())):
+                reasons.append(f"{v!r} is recomputed at step {s} without its op {parent!r}")
+
+    diff = [0] * (total + 1)
+    for v, e in plan.save_end.items():
+        a = g.nodes[v]
+        if a["pinned"]:
+            continue
+        start = problem.last_fwd_use(v) + 1
+        diff[start] += a["mem_bytes"]
+        diff[e + 1] -= a["mem_bytes"]
+    cost = 0.0
+    for v, cs in plan.copies.items():
+        a = g.nodes[v]
+        for s, e in cs:
+            diff[s] += a["mem_bytes"] + a["transient_bytes"]
+            diff[s + 1] -= a["transient_bytes"]
+            diff[e + 1] -= a["mem_bytes"]
+            cost += float(a["cost"])
+    base = problem.fixed_profile()
+    profile, run = [], 0
+    for t in range(total):
+        run += diff[t]
+        profile.append(base[t] + run + problem.fixed_bytes)
+    return CopyEvaluation(
+        valid=not reasons,
+        reason="; ".join(reasons[:3]),
+        plan=plan,
+        profile_bytes=tuple(profile),
+        peak_bytes=max(profile, default=problem.fixed_bytes),
+        cost=cost,
+    )
+
+
+def tighten(problem: RematProblem, plan: CopyPlan) -> CopyPlan:
+    """The same schedule without idle memory: each saved copy and recomputation ends at its last
+    read, and one that no read needs is dropped (with the reads its inputs then lose), until
+    nothing changes. Never raises the peak or the cost; a valid plan stays valid. (A saved value
+    that the backward never reads would also be an unused input of the emitted backward, which
+    the autograd runtime keeps alive to the end.)"""
+    g, f = problem.graph, problem.num_fwd
+    save_end = dict(plan.save_end)
+    copies = {v: list(cs) for v, cs in plan.copies.items() if cs}
+    while True:
+        reads: dict[str, list[int]] = {}
+        for b in problem.bwd_order:
+            for u in g.pred[b]:
+                if problem.is_fwd(u):
+                    reads.setdefault(u, []).append(f + problem.bwd_pos[b])
+        for v, cs in copies.items():
+            for s, _ in cs:
+                for u in g.pred[v]:
+                    reads.setdefault(u, []).append(s)
+                parent = g.nodes[v]["tied_to"]
+                if parent is not None:  # the op must run with its output
+                    reads.setdefault(parent, []).append(s)
+        new_save = {}
+        for v, e in save_end.items():
+            last = max((t for t in reads.get(v, ()) if t <= e), default=None)
+            if last is not None:
+                new_save[v] = max(last, f)
+        new_copies = {}
+        for v, cs in copies.items():
+            kept = []
+            for s, e in cs:
+                last = max((t for t in reads.get(v, ()) if s <= t <= e), default=None)
+                if last is not None:
+                    kept.append((s, last))
+            if kept:
+                new_copies[v] = kept
+        if new_save == save_end and new_copies == copies:
+            return CopyPlan(save_end, {v: tuple(cs) for v, cs in copies.items()})
+        save_end, copies = new_save, new_copies
+
+
+# ------------------------------------------------------------------------------ CP-SAT model
+@dataclass(slots=True)
+class _Model:
+    model: cp_model.CpModel
+    save: dict[str, cp_model.IntVar]
+    save_end: dict[str, cp_model.IntVar]
+    present: dict[tuple[str, int], cp_model.IntVar]
+    start: dict[tuple[str, int], cp_model.IntVar]
+    end: dict[tuple[str, int], cp_model.IntVar]
+    serve: dict[tuple, cp_model.IntVar]
+    cost_int: dict[str, int]
+    cost_scale: float
+    capacity: cp_model.IntVar | None
+
+
+def build_multi_model(
+    problem: RematProblem, capacity_bytes: int | None, max_recomputes: int
+) -> _Model:
+    """CP-SAT model of the copy class with at most ``max_recomputes`` copies per value;
+    ``capacity_bytes=None`` makes the capacity a variable to minimise (min-peak)."""
+    g, f = problem.graph, problem.num_fwd
+    m = cp_model.CpModel()
+    unit = _byte_unit(problem)
+    cand = problem.candidates()
+    cset = set(cand)
+    cost_int, scale = _integer_costs(problem, cand)
+    built = _Model(m, {}, {}, {}, {}, {}, {}, cost_int, scale, None)
+
+    # the last step that may read v: a backward reader, or a recomputation of a consumer
+    reach: dict[str, int] = {}
+    for v in reversed(cand):
+        r = -1
+        for c in g.successors(v):
+            if not problem.is_fwd(c):
+                r = max(r, f + problem.bwd_pos[c])
+            elif c in cset and g.nodes[c]["recomputable"]:
+                r = max(r, reach[c])
+        reach[v] = r
+
+    intervals, demands = [], []
+    for v in cand:
+        a = g.nodes[v]
+        mem, tr = a["mem_bytes"] // unit, a["transient_bytes"] // unit
+        hi = max(reach[v], f)
+        if a["savable"] and a["required"] and not a["pinned"] and reach[v] >= f:
+            sv = m.new_bool_var(f"save[{v}]")
+            se = m.new_int_var(f, hi, f"save_end[{v}]")
+            m.add(se == f).only_enforce_if(~sv)
+            built.save[v], built.save_end[v] = sv, se
+            if mem:
+                lfu = problem.last_fwd_use(v)
+                size = m.new_int_var(0, hi - lfu, f"save_len[{v}]")
+                m.add(size == se - lfu)
+                iv = m.new_optional_interval_var(lfu + 1, size, se + 1, sv, f"save_iv[{v}]")
+                intervals.append(iv)
+                demands.append(mem)
+        if not a["recomputable"] or reach[v] < f:
+            continue
+        for c in range(1, max_recomputes + 1):
+            p = m.new_bool_var(f"present[{v},{c}]")
+            s = m.new_int_var(f, hi, f"start[{v},{c}]")
+            e = m.new_int_var(f, hi, f"end[{v},{c}]")
+            m.add(e >= s)
+            m.add(s == f).only_enforce_if(~p)
+            m.add(e == f).only_enforce_if(~p)
+            if c == 1:
+                if v in built.save:  # after the saved copy, a dead step between (else merge)
+                    m.add(s >= built.save_end[v] + 2).only_enforce_if([p, built.save[v]])
+            else:
+                m.add_implication(p, built.present[v, c - 1])
+                m.add(s >= built.end[v, c - 1] + 2).only_enforce_if(p)
+            built.present[v, c], built.start[v, c], built.end[v, c] = p, s, e
+            if mem:
+                size = m.new_int_var(0, hi - f + 1, f"len[{v},{c}]")
+                m.add(size == e - s + 1)
+                intervals.append(m.new_optional_interval_var(s, size, e + 1, p, f"iv[{v},{c}]"))
+                demands.append(mem)
+            if tr:
+                intervals.append(m.new_optional_fixed_size_interval_var(s, 1, p, f"tr[{v},{c}]"))
+                demands.append(tr)
+
+    # a multi-output op's output is recomputed only with the op, in the same step
+    for v in cand:
+        parent = g.nodes[v]["tied_to"]
+        if parent is None:
+            continue
+        for c in range(1, max_recomputes + 1):
+            if (v, c) not in built.present:
+                break
+            if (parent, c) not in built.present:
+                m.add(built.present[v, c] == 0)
+                continue
+            m.add_implication(built.present[v, c], built.present[parent, c])
+            m.add(built.start[v, c] == built.start[parent, c]).only_enforce_if(built.present[v, c])
+
+    def serve(u: str, reader: str, x, enabled: list) -> None:
+        """Some copy of ``u`` is alive at step ``x`` when ``reader`` runs (if ``enabled``)."""
+        a = g.nodes[u]
+        if a["pinned"] and a["required"]:
+            return
+        lits = []
+        if u in built.save:
+            lit = m.new_bool_var(f"serve[{u}->{reader},0]")
+            m.add_implication(lit, built.save[u])
+            m.add(built.save_end[u] >= x).only_enforce_if(lit)
+            built.serve[u, reader, 0] = lit
+            lits.append(lit)
+        for c in range(1, max_recomputes + 1):
+            if (u, c) not in built.present:
+                break
+            lit = m.new_bool_var(f"serve[{u}->{reader},{c}]")
+            m.add_implication(lit, built.present[u, c])
+            m.add(built.start[u, c] <= x).only_enforce_if(lit)
+            m.add(built.end[u, c] >= x).only_enforce_if(lit)
+            built.serve[u, reader, c] = lit
+            lits.append(lit)
+        m.add_bool_or(lits + [~e for e in enabled])
+
+    for b in problem.bwd_order:
+        x = f + problem.bwd_pos[b]
+        for u in g.pred[b]:
+            if u in cset:
+                serve(u, b, x, [])
+    for (v, c), p in built.present.items():
+        for u in g.pred[v]:
+            if u in cset:
+                serve(u, f"{v}#{c}", built.start[v, c], [p])
+
+    fixed, fixed_demands = fixed_intervals(m, problem, unit)
+    intervals += fixed
+    demands += fixed_demands
+    if capacity_bytes is None:
+        cap = m.new_int_var(0, _capacity_hi(problem, unit) * max_recomputes, "capacity")
+        built.capacity = cap
+        m.minimize(cap)
+        m.add_cumulative(intervals, demands, cap)
+    else:
+        cap_units = (capacity_bytes - problem.fixed_bytes) // unit
+        if cap_units < 0:
+            m.add_bool_or([])
+            cap_units = 0
+        m.add_cumulative(intervals, demands, cap_units)
+        m.minimize(sum(cost_int[v] * p for (v, _), p in built.present.items() if cost_int[v]))
+    return built
+
+
+def _decode(built: _Model, solver: cp_model.CpSolver) -> CopyPlan:
+    save_end = {
+        v: solver.value(built.save_end[v]) for v, s in built.save.items() if solver.value(s)
+    }
+    copies: dict[str, list[Interval]] = {}
+    for (v, c), p in sorted(built.present.items(), key=lambda kv: kv[0][1]):
+        if solver.value(p):
+            copies.setdefault(v, []).append(
+                (solver.value(built.start[v, c]), solver.value(built.end[v, c]))
+            )
+    return CopyPlan(save_end, {v: tuple(cs) for v, cs in copies.items()})
+
+
+def _decode_tight(built: _Model, solver: cp_model.CpSolver, problem: RematProblem) -> CopyPlan:
+    return tighten(problem, _decode(built, solver))
+
+
+def _hint(built: _Model, problem: RematProblem, plan: CopyPlan) -> None:
+    m, f = built.model, problem.num_fwd
+    for v, s in built.save.items():
+        m.add_hint(s, v in plan.save_end)
+        m.add_hint(built.save_end[v], plan.save_end.get(v, f))
+    for (v, c), p in built.present.items():
+        cs = plan.copies.get(v, ())
+        on = c <= len(cs)
+        m.add_hint(p, on)
+        m.add_hint(built.start[v, c], cs[c - 1][0] if on else f)
+        m.add_hint(built.end[v, c], cs[c - 1][1] if on else f)
+
+
+def solve_multi(
+    problem: RematProblem,
+    budget_bytes: int,
+    *,
+    max_recomputes: int = 2,
+    time_limit_s: float = 60.0,
+    seed: int = 0,
+    num_workers: int = 1,
+    log_progress: bool = False,
+) -> SolveResult:
+    """Minimum-recompute copy plan with peak <= ``budget_bytes``, at most ``max_recomputes``
+    recomputations per value. The once-class solve (:func:`solvers.cpsat.solve_cpsat`, a
+    quarter of the time) gives the hint; ``info["plan"]`` is the :class:`CopyPlan`, re-checked
+    by :func:`evaluate_copies`; ``objective``/``bound`` are in the problem's cost unit and the
+    bound holds for the class with ``max_recomputes`` copies."""
+    if max_recomputes < 1:
+        raise ValueError(f"max_recomputes must be >= 1, not {max_recomputes}")
+    t0 = time.perf_counter()
+    kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
+    once = solve_cpsat(problem, budget_bytes, time_limit_s=time_limit_s / 4, **kw)
+    plans: list[CopyEvaluation] = []
+    if once.status.has_plan:
+        plans.append(
+            evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
+        )
+    built = build_multi_model(problem, budget_bytes, max_recomputes)
+    if plans:
+        _hint(built, problem, plans[0].plan)
+    left = max(0.1, time_limit_s - (time.perf_counter() - t0))
+    solver, status, sizes = solve_model(built.model, time_limit_s=left, work_s=left / 2, **kw)
+    bound = -math.inf
+    if status.has_plan:
+        ev = evaluate_copies(problem, _decode_tight(built, solver, problem))
+        if not ev.valid or ev.peak_bytes > budget_bytes:
+            raise ModelMismatch(
+                f"copy plan of {problem.name} checks as peak {ev.peak_bytes} > {budget_bytes} "
+                f"or invalid ({ev.reason})"
+            )
+        plans.append(ev)
+        bound = float(solver.best_objective_bound)
+        bound = (
+            math.ceil(bound - 1e-6)
+            if built.cost_scale == 1.0
+            else (bound - len(built.present)) / built.cost_scale
+        )
+        if status is SolveStatus.OPTIMAL:
+            bound = ev.cost
+    elif status is SolveStatus.INFEASIBLE:
+        if plans:
+            raise ModelMismatch(f"copy model of {problem.name} rejects the once-class plan")
+        return SolveResult("multi", status, wall_s=time.perf_counter() - t0, **sizes)
+    wall = time.perf_counter() - t0
+    if not plans:
+        return SolveResult("multi", SolveStatus.UNKNOWN, wall_s=wall, **sizes)
+    best = min(plans, key=lambda e: (e.cost, e.peak_bytes))
+    bound = max(0.0, min(bound, best.cost))
+    return SolveResult(
+        solver="multi",
+        status=SolveStatus.OPTIMAL if best.cost <= bound else SolveStatus.FEASIBLE,
+        saved=best.plan.saved,
+        objective=best.cost,
+        bound=bound,
+        peak_bytes=best.peak_bytes,
+        wall_s=wall,
+        info={"plan": best.plan, "once_cost": once.objective, "max_recomputes": max_recomputes},
+        **sizes,
+    )
+
+
+def min_peak_multi(
+    problem: RematProblem,
+    *,
+    max_recomputes: int = 2,
+    time_limit_s: float = 30.0,
+    seed: int = 0,
+    num_workers: int = 1,
+    log_progress: bool = False,
+) -> tuple[CopyEvaluation, int, bool]:
+    """The smallest peak of the copy class: (best plan found, proven lower bound in bytes,
+    proven optimal). Hinted with the once-class smallest-peak plan."""
+    t0 = time.perf_counter()
+    kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
+    once = min_peak(problem, time_limit_s=time_limit_s / 4, **kw)
+    hint = evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
+    built = build_multi_model(problem, None, max_recomputes)
+    _hint(built, problem, hint.plan)
+    left = max(0.1, time_limit_s - (time.perf_counter() - t0))
+    solver, status, _ = solve_model(built.model, time_limit_s=left, work_s=left / 2, **kw)
+    unit = _byte_unit(problem)
+    best = hint
+    if status.has_plan:
+        ev = evaluate_copies(problem, _decode_tight(built, solver, problem))
+        if not ev.valid:
+            raise ModelMismatch(f"min-peak copy plan of {problem.name} is invalid: {ev.reason}")
+        if ev.peak_bytes < best.peak_bytes:
+            best = ev
+    lb = problem.fixed_bytes + int(solver.best_objective_bound) * unit
+    return best, min(lb, best.peak_bytes), status is SolveStatus.OPTIMAL
