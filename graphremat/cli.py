@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="solver time limit (default 30)",
     )
     p.add_argument(
+        "--max-recomputes",
+        type=int,
+        default=1,
+        metavar="K",
+        help="recompute a value up to K times, placed freely (default 1: once, just in time)",
+    )
+    p.add_argument(
         "--codegen",
         choices=("eager", "inductor"),
         default="eager",
@@ -347,6 +354,7 @@ def run_plan(args: argparse.Namespace) -> int:
             solver=args.solver,
             time_limit_s=args.time_limit,
             codegen=args.codegen,
+            max_recomputes=args.max_recomputes,
         )
     print(plan.summary())
     if args.explain:

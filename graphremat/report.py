@@ -118,6 +118,13 @@ class Plan:
 
     # ------------------------------------------------------------------ text
     @property
+    def num_recomputations(self) -> int:
+        """How many times values are recomputed (more than len(recomputed) in a copy plan)."""
+        if not self.copies:
+            return len(self.recomputed)
+        return sum(len(cs) for cs in self.copies["copies"].values())
+
+    @property
     def overhead(self) -> float:
         """Estimated recompute time as a fraction of the step's (roofline estimate)."""
         return self.recompute_cost_ns / self.step_cost_ns if self.step_cost_ns else 0.0
@@ -137,7 +144,9 @@ class Plan:
             + (" (proven)" if self.min_feasible_proven else " (best found, not proven)"),
             f"  resident (params, inputs) {format_bytes(self.fixed_bytes)}",
             f"  saved for backward   {len(self.saved)} values, {format_bytes(self.saved_bytes)}",
-            f"  recomputed           {len(self.recomputed)} values, "
+            f"  recomputed           {len(self.recomputed)} values"
+            + (f" ({self.num_recomputations} recomputations)" if self.copies else "")
+            + ", "
             f"{self.recompute_flops:,} FLOPs, ~{self.recompute_cost_ns / 1e6:.3f} ms est. "
             f"({self.overhead:.1%} of the step)",
             f"  joint graph          {self.num_joint_nodes} FX nodes, "

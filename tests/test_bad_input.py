@@ -213,6 +213,10 @@ def test_a_well_formed_stub_result_is_accepted(solver_case):
         ({"fallback": "PyTorch"}, "(None, 'pytorch')"),
         ({"fallback": True}, "(None, 'pytorch')"),
         ({"log_progress": "yes"}, "True or False"),
+        ({"max_recomputes": 0}, "max_recomputes=0 must be an int in [1, 4]"),
+        ({"max_recomputes": 5}, "max_recomputes=5 must be an int in [1, 4]"),
+        ({"max_recomputes": 2.0}, "max_recomputes=2.0 must be an int"),
+        ({"max_recomputes": True}, "max_recomputes=True must be an int"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )

@@ -3,11 +3,14 @@ CP-SAT model against brute force, and its relation to the once-class."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 
 import networkx as nx
 import pytest
+import torch
+from e2e import assert_matches, measured_peak, reference, train_step
 from graphremat.solvers.cpsat import min_peak, solve_cpsat
 from graphremat.solvers.multi import (
     CopyPlan,
@@ -21,7 +24,10 @@ from graphremat.solvers.problem import RematProblem, evaluate, save_all_set
 from graphremat.solvers.result import SolveStatus
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from models import MODEL_FACTORIES
 from synthetic import _node, random_problem
+
+import graphremat
 
 
 @settings(max_examples=60, deadline=None)
@@ -178,14 +184,6 @@ def test_copy_plans_round_trip_through_json():
 
 # ------------------------------------------------------------------------ end to end
 def _e2e_below_the_once_class(codegen: str, frac: float):
-    import copy
-
-    import torch
-    from e2e import assert_matches, measured_peak, reference, train_step
-    from models import MODEL_FACTORIES
-
-    import graphremat
-
     model, inputs = MODEL_FACTORIES["mlp"]()
     ref = reference(model, inputs, inductor=codegen == "inductor")
     mine = copy.deepcopy(model)
@@ -210,3 +208,12 @@ def test_two_recomputations_go_below_the_once_class_minimum_eager():
     plan, peak = _e2e_below_the_once_class("eager", 0.46)
     assert abs(peak - plan.predicted_peak_bytes) / peak <= 0.03
     assert plan.min_feasible_bytes < plan.budget_bytes
+    assert plan.num_recomputations >= len(plan.recomputed) > 0
+    # the same compile again: the copy plan comes from the plan cache, replayed and re-checked
+    torch._dynamo.reset()
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    again = graphremat.compile(model, 0.46, codegen="eager", max_recomputes=2, time_limit_s=20)
+    train_step(again, inputs)
+    cached = again.graphremat_plans[-1]
+    assert cached.from_cache and cached.copies == plan.copies
+    assert cached.predicted_peak_bytes == plan.predicted_peak_bytes
