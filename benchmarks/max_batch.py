@@ -77,8 +77,36 @@ def largest(fits: Callable[[int], bool], start: int = 1, limit: int = 1 << 16) -
     return good
 
 
-def run(budget: int, layers: int, knobs: list[float], start: int) -> list[dict]:
+def graphremat_row(budget: int, layers: int, start: int, k: int) -> dict:
+    """graphremat.max_batch_size with ``max_recomputes=k``, then one measured step there."""
+    t0 = time.perf_counter()
+    opts = dict(codegen="eager", time_limit_s=10, max_recomputes=k)
+    found = graphremat.max_batch_size(lambda b: make(b, layers), budget, start=start, **opts)
+    b = found.batch_size
+    model, inputs = make(b, layers)
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, **opts)
+    cmodel(*inputs).backward()
+    peak = measure_step_peak(cmodel, *inputs)
+    assert peak <= budget, f"graphremat measured {peak} > budget {budget} at batch {b}"
+    method = "graphremat" if k == 1 else f"graphremat, max_recomputes={k}"
+    row = {
+        "method": method,
+        "batch": b,
+        "seconds": time.perf_counter() - t0,
+        "note": f"measured {format_bytes(peak)} at that batch; next size proven infeasible: "
+        f"{found.certain}",
+    }
+    print(f"{method:14s} batch {b:6d}  ({row['seconds']:.0f} s) {row['note']}", flush=True)
+    return row
+
+
+def run(
+    budget: int, layers: int, knobs: list[float], start: int, recomputes: list[int], baselines=True
+) -> list[dict]:
     rows = []
+    if not baselines:
+        return [graphremat_row(budget, layers, start, k) for k in recomputes]
 
     def record(method: str, fits: Callable[[int], bool], note: str = "") -> None:
         t0 = time.perf_counter()
@@ -103,32 +131,13 @@ def run(budget: int, layers: int, knobs: list[float], start: int) -> list[dict]:
 
     record("pytorch knob", knob_fits, f"best of activation_memory_budget in {knobs}")
 
-    t0 = time.perf_counter()
-    found = graphremat.max_batch_size(
-        lambda b: make(b, layers), budget, start=start, codegen="eager", time_limit_s=10
-    )
-    b = found.batch_size
-    model, inputs = make(b, layers)
-    mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen="eager", time_limit_s=10)
-    cmodel(*inputs).backward()
-    peak = measure_step_peak(cmodel, *inputs)
-    assert peak <= budget, f"graphremat measured {peak} > budget {budget} at batch {b}"
-    rows.append(
-        {
-            "method": "graphremat",
-            "batch": b,
-            "seconds": time.perf_counter() - t0,
-            "note": f"measured {format_bytes(peak)} at that batch; next size proven infeasible: "
-            f"{found.certain}",
-        }
-    )
-    print(f"graphremat     batch {b:6d}  ({rows[-1]['seconds']:.0f} s) {rows[-1]['note']}")
+    for k in recomputes:
+        rows.append(graphremat_row(budget, layers, start, k))
     return rows
 
 
 def markdown(rows: list[dict], budget: int, layers: int) -> str:
-    base = next(r["batch"] for r in rows if r["method"] == "no remat") or 1
+    base = next((r["batch"] for r in rows if r["method"] == "no remat"), 0) or 1
     lines = [
         f"GPT ({layers} blocks, d=64, context {SEQ}), budget {format_bytes(budget)}, "
         "measured peaks",
@@ -150,12 +159,15 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--knobs", default="0.0,0.3")
     ap.add_argument("--start", type=int, default=16)
+    ap.add_argument("--max-recomputes", default="1", help="graphremat rows, e.g. 1,2")
+    ap.add_argument("--no-baselines", action="store_true", help="graphremat rows only")
     ap.add_argument("--md")
     ap.add_argument("--json")
     args = ap.parse_args()
     budget = parse_budget(args.budget).nbytes
     knobs = [float(k) for k in args.knobs.split(",")]
-    rows = run(budget, args.layers, knobs, args.start)
+    ks = [int(k) for k in args.max_recomputes.split(",")]
+    rows = run(budget, args.layers, knobs, args.start, ks, not args.no_baselines)
     md = markdown(rows, budget, args.layers)
     print(md)
     if args.md:

@@ -92,11 +92,22 @@ def _storage(t: torch.Tensor):
     return P.StorageWeakRef(t.untyped_storage())
 
 
+_BN_FUNCTIONAL = torch.ops.aten._native_batch_norm_legit_functional.default
+
+
 def _never_recompute_reason(node: fx.Node) -> str:
     target = node.target
     if node.op != "call_function":
         return "not an op"
     if target is operator.getitem:
+        src = node.args[0]
+        if (
+            isinstance(src, fx.Node)
+            and src.target is _BN_FUNCTIONAL
+            and src.args[5] is True
+            and node.args[1] >= 3
+        ):  # a recomputed batch norm runs without them (rewrite._recompute_without_side_outputs)
+            return "is a running statistic updated by a batch norm (once, in the forward)"
         return ""
     tags = getattr(target, "tags", ())
     if torch.Tag.nondeterministic_seeded in tags:

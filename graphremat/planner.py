@@ -325,6 +325,7 @@ MIN_PEAK_TIME_LIMIT_S = 10.0
 #: shorter-limit request reuses it, a longer one searches again and keeps the better result.
 MIN_PEAK_CACHE_SIZE = 32
 _MIN_PEAK_CACHE: dict[str, tuple[MinPeak, float]] = {}
+_COPY_MIN_CACHE: dict[tuple, tuple] = {}  # see _copy_minimum
 
 #: "auto" calibration runs the joint graph once for real when it is this small (bytes of all values)
 AUTO_CALIBRATE_MAX_BYTES = 2 * 2**30
@@ -408,7 +409,10 @@ def make_plan(
             return hit
     tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
     if options.max_recomputes > 1 and ev_all.peak_bytes > target:
-        fw, bw, plan = _copy_plan(cap, joint, options, emit, budget_bytes, credit, t0, tmin)
+        once = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
+        fw, bw, plan = _copy_plan(
+            cap, joint, options, emit, budget_bytes, credit, t0, tmin, once, fingerprint
+        )
         plan = replace(
             plan,
             unconstrained_peak_bytes=unconstrained - held,
@@ -471,6 +475,11 @@ def make_plan(
             f"{target} (model said {ev.peak_bytes}). Please report this graph."
         )
     min_feasible = min(minimum().peak_bytes, ev.peak_bytes) - credit
+    min_proven = minimum().optimal
+    if options.max_recomputes > 1:  # the budget fits without copies; report the copy minimum
+        lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, minimum())
+        if lowest.peak_bytes - credit < min_feasible:
+            min_feasible, min_proven = lowest.peak_bytes - credit, proven
     saved_bytes = sum(problem.attr(v, "mem_bytes") for v in ev.saved)
     plan = Plan(
         budget_bytes=budget_bytes,
@@ -493,7 +502,7 @@ def make_plan(
         codegen=options.codegen,
         timeline=sim.timeline,
         saved_bytes=saved_bytes,
-        min_feasible_proven=minimum().optimal,
+        min_feasible_proven=min_proven,
         unconstrained_timeline=sim_all.timeline,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
@@ -517,12 +526,16 @@ def _graph_fields(cap: Capture) -> dict:
     )
 
 
-def _copy_plan(cap: Capture, joint, options: Options, emit, budget_bytes, credit, t0, tmin):
+def _copy_plan(
+    cap: Capture, joint, options: Options, emit, budget_bytes, credit, t0, tmin, once, fingerprint
+):
     """Plan in the copy class (``max_recomputes`` > 1, solvers/multi.py): the cheapest plan
     with at most that many recomputations per value, placed freely, checked like any plan."""
     problem = cap.problem
     target = budget_bytes + credit
-    kw = dict(seed=options.seed, num_workers=options.num_workers)
+    lowest = None
+    if once.peak_bytes > target:  # below the once-class's smallest plan found
+        lowest = _copy_minimum(problem, fingerprint, options, tmin, once)
     try:
         result = solve_multi(
             problem,
@@ -530,16 +543,16 @@ def _copy_plan(cap: Capture, joint, options: Options, emit, budget_bytes, credit
             max_recomputes=options.max_recomputes,
             time_limit_s=options.time_limit_s,
             log_progress=options.log_progress,
-            **kw,
+            seed=options.seed,
+            num_workers=options.num_workers,
+            once_saved=once.saved,
+            lowest=lowest,
         )
     except Exception as e:
         raise SolverFailed(f"the copy-class solver failed on {problem.name}: {e}") from e
-    lowest = None
     if not result.status.has_plan:
         # no plan within the time limit: the smallest-peak plan may still fit
-        lowest, bound, proven = min_peak_multi(
-            problem, max_recomputes=options.max_recomputes, time_limit_s=tmin, **kw
-        )
+        lowest, bound, proven = _copy_minimum(problem, fingerprint, options, tmin, once)
         if lowest.peak_bytes > target:
             if result.status is SolveStatus.INFEASIBLE or proven:
                 raise InfeasibleBudget(budget_bytes, lowest.peak_bytes - credit)
@@ -568,10 +581,7 @@ def _copy_plan(cap: Capture, joint, options: Options, emit, budget_bytes, credit
             f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
             f"{target} (copy model said {ev.peak_bytes}). Please report this graph."
         )
-    if lowest is None:
-        lowest, _, proven = min_peak_multi(
-            problem, max_recomputes=options.max_recomputes, time_limit_s=tmin, **kw
-        )
+    lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, once)
     recomputed = copies.recomputed
     flops = sum(cap.info[v].flops * len(cs) for v, cs in copies.copies.items())
     plan = Plan(
@@ -601,6 +611,30 @@ def _copy_plan(cap: Capture, joint, options: Options, emit, budget_bytes, credit
         copies=copies.to_json(),
     )
     return fw, bw, plan
+
+
+def _copy_minimum(problem, fingerprint: str, options: Options, tmin: float, once: MinPeak):
+    """The copy class's smallest-peak plan (:func:`min_peak_multi`), reused within the process.
+    Its stages stop on deterministic work, so the same arguments give the same plan: a
+    ``max_batch_size`` probe's minimum and the plan later made at that budget agree."""
+    key = (
+        fingerprint,
+        options.max_recomputes,
+        tmin,
+        options.seed,
+        options.num_workers,
+        once.saved,
+    )
+    if key not in _COPY_MIN_CACHE:
+        _COPY_MIN_CACHE[key] = min_peak_multi(
+            problem,
+            max_recomputes=options.max_recomputes,
+            time_limit_s=tmin,
+            seed=options.seed,
+            num_workers=options.num_workers,
+            once_saved=once.saved,
+        )
+    return _COPY_MIN_CACHE[key]
 
 
 def _shared_min_peak(problem, fingerprint: str, tmin: float, options, cache_at) -> MinPeak:

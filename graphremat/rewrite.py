@@ -147,8 +147,15 @@ def reorder_backward(bw: fx.GraphModule, fwd_names: set[str]) -> fx.GraphModule:
     return gm
 
 
-def _is_view(n: fx.Node) -> bool:
-    return n.target is operator.getitem or bool(getattr(n.target, "is_view", False))
+def _is_view(n: fx.Node, capture: Capture) -> bool:
+    """``n`` aliases storage that another node owns: a view op, a getitem, or an op the capture's
+    alias analysis found sharing its input's storage (``_unsafe_view``, which is no view op)."""
+    owner = capture.owner.get(n.name)
+    return (
+        n.target is operator.getitem
+        or bool(getattr(n.target, "is_view", False))
+        or (owner is not None and owner != n.name)
+    )
 
 
 def _refake(node: fx.Node) -> None:
@@ -178,7 +185,7 @@ def emit_copies(
     for n in joint.graph.nodes:
         v = capture.owner.get(n.name)
         if n.op == "call_function" and n.name in fwd_names and v is not None:
-            if n.name in in_bw or n.name == v or _is_view(n):
+            if n.name in in_bw or n.name == v or _is_view(n, capture):
                 members.setdefault(v, []).append(n)
     starts: dict[int, list[str]] = {}
     for v, cs in copies.copies.items():
@@ -197,7 +204,7 @@ def emit_copies(
         if a.name not in env:
             src = bw_by_name.get(a.name) or joint_by_name.get(a.name, a)
             # views (of an input, or of a live copy) cost nothing: made where they are needed
-            view = capture.owner.get(a.name) is None or _is_view(src)
+            view = capture.owner.get(a.name) is None or _is_view(src, capture)
             if src.op != "call_function" or not view:
                 raise GraphRematError(
                     f"internal error: the copy plan reads {a.name!r} (of "
@@ -241,10 +248,23 @@ def emit_copies(
     return gm
 
 
-def _inputs_read_by_copies(joint: fx.GraphModule, capture: Capture, copies) -> list[fx.Node]:
-    """The model inputs (parameters, buffers, user inputs) that the plan's recomputations read,
-    directly or through views of them."""
+def _pinned(problem) -> set[str]:
+    """Forward values alive for the whole step whatever the plan (pinned and required)."""
+    return {
+        v for v in problem.candidates() if problem.attr(v, "pinned") and problem.attr(v, "required")
+    }
+
+
+def _read_by_copies(
+    joint: fx.GraphModule, capture: Capture, copies, saved_values: list[fx.Node]
+) -> list[fx.Node]:
+    """The model inputs (parameters, buffers, user inputs) and the saved values that the plan's
+    recomputations read, directly or through views of them."""
     owned = {v for v, cs in copies.copies.items() if cs}
+    pinned = _pinned(capture.problem)
+    saved_by_owner: dict[str, list[fx.Node]] = {}
+    for a in saved_values:
+        saved_by_owner.setdefault(capture.owner.get(a.name), []).append(a)
     stack = [
         a
         for n in joint.graph.nodes
@@ -252,16 +272,19 @@ def _inputs_read_by_copies(joint: fx.GraphModule, capture: Capture, copies) -> l
         for a in n.all_input_nodes
     ]
     seen: set[fx.Node] = set()
-    found: list[fx.Node] = []
+    found: dict[fx.Node, None] = {}
     while stack:
         a = stack.pop()
         if a in seen:
             continue
         seen.add(a)
+        o = capture.owner.get(a.name)
         if a.op == "placeholder":
             if P._is_primal(a) and isinstance(a.meta.get("val"), torch.Tensor):
-                found.append(a)
-        elif a.op == "call_function" and capture.owner.get(a.name) is None:
+                found[a] = None
+        elif o is not None and (o in copies.save_end or o in pinned):
+            found.update(dict.fromkeys(saved_by_owner.get(o, ())))
+        elif a.op == "call_function" and o is None:
             stack.extend(a.all_input_nodes)
     order = {n: i for i, n in enumerate(joint.graph.nodes)}
     return sorted(found, key=order.__getitem__)
@@ -270,17 +293,18 @@ def _inputs_read_by_copies(joint: fx.GraphModule, capture: Capture, copies) -> l
 def _pass_inputs(
     fw: fx.GraphModule, bw: fx.GraphModule, inputs: list[fx.Node], num_fwd_outputs: int
 ) -> None:
-    """Make the forward hand ``inputs`` to the backward (as saved values: resident anyway, so
-    free) when the backward module does not take them yet. PyTorch's extraction drops saved
-    values the extracted backward does not read; recomputations placed by a copy plan may."""
+    """Make the forward hand ``inputs`` (model inputs, resident anyway, or values the plan
+    saves) to the backward when the backward module does not take them yet. PyTorch's
+    extraction drops saved values the extracted backward's own nodes do not read; the
+    recomputations a copy plan places may read them."""
     have = {n.name for n in bw.graph.find_nodes(op="placeholder")}
     missing = [a for a in inputs if a.name not in have]
     if not missing:
         return
-    fw_inputs = {n.name: n for n in fw.graph.find_nodes(op="placeholder")}
+    fw_nodes = {n.name: n for n in fw.graph.nodes}
     out = fw.graph.find_nodes(op="output")[0]
     outs = list(out.args[0])
-    added = [fw_inputs[a.name] for a in missing]
+    added = [fw_nodes[a.name] for a in missing]
     out.args = (tuple(outs[:num_fwd_outputs] + added + outs[num_fwd_outputs:]),)
     first = next(iter(bw.graph.find_nodes(op="placeholder")))
     for a in missing:
@@ -302,6 +326,10 @@ def rewrite(
 ) -> tuple[fx.GraphModule, fx.GraphModule]:
     """``copies``: a :class:`graphremat.solvers.multi.CopyPlan` (its saved set is ``saved``):
     emit its recomputations instead of the just-in-time ones."""
+    if copies is not None:
+        # a copy plan does not list pinned values (alive all step, e.g. a batch norm's updated
+        # running statistics): the backward must still receive them, not recompute them
+        saved = set(saved) | _pinned(capture.problem)
     saved_values = saved_fx_nodes(joint, capture, saved)
     saved_values = _primals_read_by_backward(joint, saved_values, num_fwd_outputs) + saved_values
     sym = saved_sym_nodes(joint, capture)
@@ -326,7 +354,8 @@ def rewrite(
     if copies is None:
         bw = reorder_backward(bw, capture.fwd_fx)
     else:
-        _pass_inputs(fw, bw, _inputs_read_by_copies(joint, capture, copies), num_fwd_outputs)
+        read = _read_by_copies(joint, capture, copies, saved_values)
+        _pass_inputs(fw, bw, read, num_fwd_outputs)
         bw = emit_copies(bw, joint, capture, copies)
     fw.graph.lint()
     return fw, bw

@@ -50,6 +50,13 @@ from .sat import ModelMismatch, solve_model
 
 Interval = tuple[int, int]
 
+# Deterministic work per second of a stage's share of the time limit. CP-SAT's deterministic
+# clock advances 5-10x slower on the copy model than on the once-class model (27-74 s of wall time
+# per unit on the test MLP, 2 cores), so the once-class rate (solvers.sat) would let the
+# wall-clock cap decide, and the plan then depends on the machine and its load. At this rate a
+# stage uses about half of its wall share here.
+COPY_WORK = 0.3
+
 
 @dataclass(frozen=True, slots=True)
 class CopyPlan:
@@ -179,28 +186,37 @@ def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
     )
 
 
+def _reads(problem: RematProblem, copies) -> dict[str, list[int]]:
+    """Steps at which each forward value is read in the backward: by backward nodes, by the
+    recomputations of its consumers (at their start) and, for a multi-output op, by its
+    outputs' recomputations."""
+    g, f = problem.graph, problem.num_fwd
+    reads: dict[str, list[int]] = {}
+    for b in problem.bwd_order:
+        for u in g.pred[b]:
+            if problem.is_fwd(u):
+                reads.setdefault(u, []).append(f + problem.bwd_pos[b])
+    for v, cs in copies.items():
+        parent = g.nodes[v]["tied_to"]
+        for s, _ in cs:
+            for u in g.pred[v]:
+                reads.setdefault(u, []).append(s)
+            if parent is not None:
+                reads.setdefault(parent, []).append(s)
+    return reads
+
+
 def tighten(problem: RematProblem, plan: CopyPlan) -> CopyPlan:
     """The same schedule without idle memory: each saved copy and recomputation ends at its last
     read, and one that no read needs is dropped (with the reads its inputs then lose), until
     nothing changes. Never raises the peak or the cost; a valid plan stays valid. (A saved value
     that the backward never reads would also be an unused input of the emitted backward, which
     the autograd runtime keeps alive to the end.)"""
-    g, f = problem.graph, problem.num_fwd
+    f = problem.num_fwd
     save_end = dict(plan.save_end)
     copies = {v: list(cs) for v, cs in plan.copies.items() if cs}
     while True:
-        reads: dict[str, list[int]] = {}
-        for b in problem.bwd_order:
-            for u in g.pred[b]:
-                if problem.is_fwd(u):
-                    reads.setdefault(u, []).append(f + problem.bwd_pos[b])
-        for v, cs in copies.items():
-            for s, _ in cs:
-                for u in g.pred[v]:
-                    reads.setdefault(u, []).append(s)
-                parent = g.nodes[v]["tied_to"]
-                if parent is not None:  # the op must run with its output
-                    reads.setdefault(parent, []).append(s)
+        reads = _reads(problem, copies)
         new_save = {}
         for v, e in save_end.items():
             last = max((t for t in reads.get(v, ()) if t <= e), default=None)
@@ -218,6 +234,158 @@ def tighten(problem: RematProblem, plan: CopyPlan) -> CopyPlan:
         if new_save == save_end and new_copies == copies:
             return CopyPlan(save_end, {v: tuple(cs) for v, cs in copies.items()})
         save_end, copies = new_save, new_copies
+
+
+# ------------------------------------------------------------------------------ local search
+class _Stuck(Exception):
+    """A local-search move that cannot be completed."""
+
+
+def _alive(problem: RematProblem, save_end, copies, u: str, t: int) -> str | None:
+    """How ``u`` is alive at step ``t``: "pinned", "saved", "copy@<start>", or None."""
+    a = problem.graph.nodes[u]
+    if a["pinned"] and a["required"]:
+        return "pinned"
+    if save_end.get(u, -1) >= t:
+        return "saved"
+    for s, e in copies.get(u, ()):
+        if s <= t <= e:
+            return f"copy@{s}"
+    return None
+
+
+def _start_copy(problem, save_end, copies, v: str, t: int, k: int, depth: int = 0) -> None:
+    """Add a recomputation of ``v`` at step ``t`` (``v`` not alive then) and make its inputs
+    alive at ``t``: each by a new recomputation if it may have one more, else by extending its
+    latest earlier copy. Raises :class:`_Stuck` if that is impossible."""
+    g = problem.graph
+    a = g.nodes[v]
+    if depth > 64 or not a["recomputable"] or len(copies.get(v, ())) >= k:
+        raise _Stuck
+    copies[v] = sorted([*copies.get(v, ()), (t, t)])
+    parent = a["tied_to"]
+    if parent is not None:
+        how = _alive(problem, save_end, copies, parent, t)
+        if how is None:
+            _start_copy(problem, save_end, copies, parent, t, k, depth + 1)
+        elif how != f"copy@{t}":
+            raise _Stuck
+    for u in g.pred[v]:
+        if problem.is_fwd(u):
+            _ensure(problem, save_end, copies, u, t, k, depth + 1)
+
+
+def _ensure(problem, save_end, copies, u: str, t: int, k: int, depth: int) -> None:
+    if _alive(problem, save_end, copies, u, t) is not None:
+        return
+    try:
+        trial_save, trial_copies = dict(save_end), {w: list(cs) for w, cs in copies.items()}
+        _start_copy(problem, trial_save, trial_copies, u, t, k, depth)
+        save_end.clear(), save_end.update(trial_save)
+        copies.clear(), copies.update(trial_copies)
+        return
+    except _Stuck:
+        pass
+    # extend the latest interval of u that ends before t
+    cs = copies.get(u, [])
+    before = [i for i, (_, e) in enumerate(cs) if e < t]
+    if before:
+        i = before[-1]
+        if i + 1 < len(cs) and cs[i + 1][0] <= t:
+            raise _Stuck
+        cs[i] = (cs[i][0], t)
+        return
+    if u in save_end and not (cs and cs[0][0] <= t):
+        save_end[u] = t
+        return
+    raise _Stuck
+
+
+def _moves(problem: RematProblem, plan: CopyPlan, peak_step: int):
+    """Candidate changes that free memory at ``peak_step``: (value, kind, interval index, r1,
+    r2) for each saved copy or recomputation alive there but read neither at that step nor
+    next to it, biggest values first."""
+    g = problem.graph
+    t = peak_step
+    reads = _reads(problem, plan.copies)
+    found = []
+    for v, e in plan.save_end.items():
+        lo = max(problem.last_fwd_use(v) + 1, problem.num_fwd)
+        if lo <= t <= e:
+            rs = [r for r in reads.get(v, ()) if r <= e]
+            r1 = max((r for r in rs if r < t), default=None)
+            r2 = min((r for r in rs if r > t), default=None)
+            if t not in rs and r2 is not None:
+                found.append((g.nodes[v]["mem_bytes"], v, "save", -1, r1, r2))
+    for v, cs in plan.copies.items():
+        for i, (s, e) in enumerate(cs):
+            if s <= t <= e:
+                rs = [r for r in reads.get(v, ()) if s <= r <= e]
+                r1 = max((r for r in rs if r < t), default=None)
+                r2 = min((r for r in rs if r > t), default=None)
+                if t not in rs and r2 is not None:
+                    found.append((g.nodes[v]["mem_bytes"], v, "copy", i, r1, r2))
+    found.sort(key=lambda m: (-m[0], problem.fwd_pos[m[1]]))
+    return found
+
+
+def _apply(problem, plan: CopyPlan, move, k: int) -> CopyPlan | None:
+    _, v, kind, i, r1, r2 = move
+    save_end = dict(plan.save_end)
+    copies = {w: list(cs) for w, cs in plan.copies.items()}
+    try:
+        if kind == "save":
+            end = save_end.pop(v)
+            if r1 is not None:
+                save_end[v] = r1
+        else:
+            s, end = copies[v].pop(i)
+            if r1 is not None:
+                copies[v].insert(i, (s, r1))
+        _start_copy(problem, save_end, copies, v, r2, k)
+        cs = copies[v]
+        j = cs.index((r2, r2))
+        cs[j] = (r2, end)
+        if j + 1 < len(cs) and cs[j + 1][0] <= end:
+            return None
+    except _Stuck:
+        return None
+    return tighten(problem, CopyPlan(save_end, {w: tuple(cs) for w, cs in copies.items() if cs}))
+
+
+def improve_min_peak(
+    problem: RematProblem, start: CopyEvaluation, max_recomputes: int, deadline: float
+) -> CopyEvaluation:
+    """Lower the peak of the valid copy plan ``start`` by local search: at the first step at
+    the peak, a value alive but idle there (read before and after, or only after) is dropped
+    after its last read before and recomputed at its first read after, its inputs made alive
+    then (new recomputations, or longer ones). A move is kept when the exact check
+    (:func:`evaluate_copies`) finds it valid with a lower peak, or the same peak at fewer steps;
+    stops when no move helps, or at ``deadline`` (``time.perf_counter()``)."""
+
+    def key(ev: CopyEvaluation):
+        return ev.peak_bytes, ev.profile_bytes.count(ev.peak_bytes)
+
+    best = start
+    while time.perf_counter() < deadline:
+        improved = False
+        steps = [t for t, b in enumerate(best.profile_bytes) if b == best.peak_bytes]
+        for peak_step in steps:
+            for move in _moves(problem, best.plan, peak_step):
+                if time.perf_counter() >= deadline:
+                    return best
+                plan = _apply(problem, best.plan, move, max_recomputes)
+                if plan is None:
+                    continue
+                ev = evaluate_copies(problem, plan)
+                if ev.valid and key(ev) < key(best):
+                    best, improved = ev, True
+                    break
+            if improved:
+                break
+        if not improved:
+            return best
+    return best
 
 
 # ------------------------------------------------------------------------------ CP-SAT model
@@ -405,35 +573,55 @@ def solve_multi(
     seed: int = 0,
     num_workers: int = 1,
     log_progress: bool = False,
+    once_saved: frozenset[str] | None = None,
+    lowest: tuple[CopyEvaluation, int, bool] | None = None,
 ) -> SolveResult:
     """Minimum-recompute copy plan with peak <= ``budget_bytes``, at most ``max_recomputes``
     recomputations per value. The once-class solve (:func:`solvers.cpsat.solve_cpsat`, a
     quarter of the time) gives the hint; below the once-class's minimum, the smallest-peak copy
-    plan (:func:`min_peak_multi`, another quarter) does when it fits. ``info["plan"]`` is the
-    :class:`CopyPlan`, re-checked
-    by :func:`evaluate_copies`; ``objective``/``bound`` are in the problem's cost unit and the
-    bound holds for the class with ``max_recomputes`` copies."""
+    plan (:func:`min_peak_multi`, half of the time; kept in ``info["lowest"]``) does, and is the
+    plan when it fits. ``info["plan"]`` is the :class:`CopyPlan`, re-checked by
+    :func:`evaluate_copies`; ``objective``/``bound`` are in the problem's cost unit and the
+    bound holds for the class with ``max_recomputes`` copies. ``once_saved``: the once-class
+    smallest-peak plan, if known (see :func:`min_peak_multi`); ``lowest``: that function's
+    result for the copy class, if known. Each stage's CP-SAT work is a
+    fixed share of ``time_limit_s`` (deterministic time, see :func:`solvers.sat.make_solver`):
+    with one worker the plan depends on the problem, budget, limit and seed, not on the machine
+    (unless a much slower machine reaches the wall-clock cap first)."""
     if max_recomputes < 1:
         raise ValueError(f"max_recomputes must be >= 1, not {max_recomputes}")
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
     once = solve_cpsat(problem, budget_bytes, time_limit_s=time_limit_s / 4, **kw)
     plans: list[CopyEvaluation] = []
+    info: dict = {"once_cost": once.objective, "max_recomputes": max_recomputes}
+    hint = None
     if once.status.has_plan:
-        plans.append(
-            evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
+        hint = evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
+        plans.append(hint)
+    else:  # below the once-class: the smallest-peak copy plan is the hint (if it fits, a plan)
+        lowest = lowest or min_peak_multi(
+            problem,
+            max_recomputes=max_recomputes,
+            time_limit_s=time_limit_s / 2,
+            once_saved=once_saved,
+            **kw,
         )
-    else:  # below the once-class: the smallest-peak copy plan, if it fits, is the hint
-        lowest, _, _ = min_peak_multi(
-            problem, max_recomputes=max_recomputes, time_limit_s=time_limit_s / 4, **kw
-        )
-        if lowest.peak_bytes <= budget_bytes:
-            plans.append(lowest)
+        info["lowest"] = lowest
+        hint = lowest[0]
+        if hint.peak_bytes <= budget_bytes:
+            plans.append(hint)
+        elif lowest[2]:  # proven: nothing fits
+            wall = time.perf_counter() - t0
+            return SolveResult("multi", SolveStatus.INFEASIBLE, wall_s=wall, info=info)
     built = build_multi_model(problem, budget_bytes, max_recomputes)
-    if plans:
-        _hint(built, problem, plans[0].plan)
+    _hint(built, problem, hint.plan)
     left = max(0.1, time_limit_s - (time.perf_counter() - t0))
-    solver, status, sizes = solve_model(built.model, time_limit_s=left, work_s=left / 2, **kw)
+    # deterministic work, a fixed share of the limit (not of the wall time left), so that with
+    # one worker the plan is the same on every machine
+    solver, status, sizes = solve_model(
+        built.model, time_limit_s=left, work_s=COPY_WORK * time_limit_s / 4, **kw
+    )
     bound = -math.inf
     if status.has_plan:
         ev = evaluate_copies(problem, _decode_tight(built, solver, problem))
@@ -454,10 +642,10 @@ def solve_multi(
     elif status is SolveStatus.INFEASIBLE:
         if plans:
             raise ModelMismatch(f"copy model of {problem.name} rejects a plan that fits")
-        return SolveResult("multi", status, wall_s=time.perf_counter() - t0, **sizes)
+        return SolveResult("multi", status, wall_s=time.perf_counter() - t0, info=info, **sizes)
     wall = time.perf_counter() - t0
     if not plans:
-        return SolveResult("multi", SolveStatus.UNKNOWN, wall_s=wall, **sizes)
+        return SolveResult("multi", SolveStatus.UNKNOWN, wall_s=wall, info=info, **sizes)
     best = min(plans, key=lambda e: (e.cost, e.peak_bytes))
     bound = max(0.0, min(bound, best.cost))
     return SolveResult(
@@ -468,7 +656,7 @@ def solve_multi(
         bound=bound,
         peak_bytes=best.peak_bytes,
         wall_s=wall,
-        info={"plan": best.plan, "once_cost": once.objective, "max_recomputes": max_recomputes},
+        info={**info, "plan": best.plan},
         **sizes,
     )
 
@@ -481,29 +669,47 @@ def min_peak_multi(
     seed: int = 0,
     num_workers: int = 1,
     log_progress: bool = False,
+    once_saved: frozenset[str] | None = None,
 ) -> tuple[CopyEvaluation, int, bool]:
     """The smallest peak of the copy class: (best plan found, proven lower bound in bytes,
-    proven optimal). Staged: the once-class smallest-peak plan hints the model with one copy
-    per value (a quarter of the time), whose plan hints the model with ``max_recomputes`` (the
+    proven optimal). Staged: the once-class smallest-peak plan (``once_saved``, else searched
+    in a quarter of the time) hints the model with one copy per value (3/8 of the time), whose
+    plan, improved by :func:`improve_min_peak`, hints the model with ``max_recomputes`` (the
     rest): the smaller model finds low peaks much sooner (test GPT: 0.373 of the no-remat
     peak, proven, in 11 s, where two copies from the once-class hint stayed near 0.47)."""
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
+    deadline = t0 + time_limit_s
     if max_recomputes > 1:
-        hint, _, _ = min_peak_multi(problem, max_recomputes=1, time_limit_s=time_limit_s / 4, **kw)
+        hint, _, _ = min_peak_multi(
+            problem,
+            max_recomputes=1,
+            time_limit_s=time_limit_s * 3 / 8,
+            once_saved=once_saved,
+            **kw,
+        )
+        share = 5 / 8
     else:
-        once = min_peak(problem, time_limit_s=time_limit_s / 4, **kw)
-        hint = evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
+        share = 1.0
+        if once_saved is None:
+            once_saved = min_peak(problem, time_limit_s=time_limit_s / 4, **kw).saved
+            share = 3 / 4
+        hint = evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once_saved)))
+    hint = improve_min_peak(problem, hint, max_recomputes, deadline)
     built = build_multi_model(problem, None, max_recomputes)
     _hint(built, problem, hint.plan)
-    left = max(0.1, time_limit_s - (time.perf_counter() - t0))
-    solver, status, _ = solve_model(built.model, time_limit_s=left, work_s=left / 2, **kw)
+    left = max(0.1, deadline - time.perf_counter())
+    # a fixed share of deterministic work (see solve_multi)
+    solver, status, _ = solve_model(
+        built.model, time_limit_s=left, work_s=COPY_WORK * time_limit_s * share, **kw
+    )
     unit = _byte_unit(problem)
     best = hint
     if status.has_plan:
         ev = evaluate_copies(problem, _decode_tight(built, solver, problem))
         if not ev.valid:
             raise ModelMismatch(f"min-peak copy plan of {problem.name} is invalid: {ev.reason}")
+        ev = improve_min_peak(problem, ev, max_recomputes, deadline)
         if ev.peak_bytes < best.peak_bytes:
             best = ev
     lb = min(problem.fixed_bytes + int(solver.best_objective_bound) * unit, best.peak_bytes)
