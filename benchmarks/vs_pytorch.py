@@ -16,6 +16,7 @@ budget is printed in its row and fails the run (exit 1) once both tables are out
 
     python benchmarks/vs_pytorch.py [--models mlp,gpt,resnet,unet,hf_gpt2,hf_llama]
         [--knobs 0.9,0.7,0.5,0.3,0.1] [--tables compare,lowest] [--repeats 5] [--threads 0]
+        [--max-recomputes 1]
 """
 
 from __future__ import annotations
@@ -73,12 +74,16 @@ def median_times(steps, repeats: int = 5) -> list[float]:
     return [statistics.median(t) * 1e3 for t in times]
 
 
-def graphremat_step(model, inputs, budget_bytes: int, time_limit_s: float):
+def graphremat_step(model, inputs, budget_bytes: int, time_limit_s: float, max_recomputes=1):
     """A copy of ``model`` compiled by graphremat at ``budget_bytes``: its step (compiled and run
     once), measured peak and plan. Raises InfeasibleBudget."""
     mine = copy.deepcopy(model)
     cmodel = graphremat.compile(
-        mine, budget=budget_bytes, codegen="eager", time_limit_s=time_limit_s
+        mine,
+        budget=budget_bytes,
+        codegen="eager",
+        time_limit_s=time_limit_s,
+        max_recomputes=max_recomputes,
     )
     step = _step_fn(mine, cmodel, inputs)
     step()  # compiles outside the measurement
@@ -106,7 +111,9 @@ def _over(name: str, what: str, peak: int, budget: int, plan) -> str:
 def compare_row(name, model, inputs, knob, r: KnobResult, args, failures: list[str]) -> None:
     """Table 1: graphremat at PyTorch's measured peak ``r`` (one row)."""
     try:
-        step, peak, plan = graphremat_step(model, inputs, r.measured_peak_bytes, args.time_limit)
+        step, peak, plan = graphremat_step(
+            model, inputs, r.measured_peak_bytes, args.time_limit, args.max_recomputes
+        )
     except graphremat.InfeasibleBudget as e:
         print(
             f"| {name} | {knob} | {_mib(r.measured_peak_bytes)} | {_ms(r.recompute_cost_ns)} | "
@@ -141,12 +148,18 @@ def lowest_row(name, model, inputs, results: dict[float, KnobResult], args, fail
         )
     else:
         theirs = f"| {name} | PyTorch fails at every knob | | "
-    base = graphremat.plan(copy.deepcopy(model), *inputs, budget=1.0, time_limit_s=args.time_limit)
+    base = graphremat.plan(
+        copy.deepcopy(model),
+        *inputs,
+        budget=1.0,
+        time_limit_s=args.time_limit,
+        max_recomputes=args.max_recomputes,
+    )
     least = base.min_feasible_bytes
     proven = "proven" if base.min_feasible_proven else "not proven"
     torch._dynamo.reset()
     try:
-        _, peak, plan = graphremat_step(model, inputs, least, args.time_limit)
+        _, peak, plan = graphremat_step(model, inputs, least, args.time_limit, args.max_recomputes)
     except graphremat.InfeasibleBudget as e:  # the compile captured a different graph
         return (
             theirs + f"{_mib(least)} ({proven}) | infeasible (min {_mib(e.min_feasible_bytes)}) | |"
@@ -169,6 +182,12 @@ def main() -> None:
     ap.add_argument("--tables", default="compare,lowest", help="compare, lowest, or both")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timed steps per method")
     ap.add_argument("--time-limit", type=float, default=10.0)
+    ap.add_argument(
+        "--max-recomputes",
+        type=int,
+        default=1,
+        help="graphremat's recomputations per value (2..4: the copy class)",
+    )
     ap.add_argument(
         "--threads",
         type=int,

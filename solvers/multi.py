@@ -302,9 +302,10 @@ def _ensure(problem, save_end, copies, u: str, t: int, k: int, depth: int) -> No
 
 
 def _moves(problem: RematProblem, plan: CopyPlan, peak_step: int):
-    """Candidate changes that free memory at ``peak_step``: (value, kind, interval index, r1,
-    r2) for each saved copy or recomputation alive there but read neither at that step nor
-    next to it, biggest values first."""
+    """Candidate changes that free memory at ``peak_step``: (bytes, value, kind, interval
+    index, r1, r2) for each saved copy or recomputation alive there, not read at that step but
+    read later in the same interval (first at r2; last read before: r1, or None), biggest
+    values first."""
     g = problem.graph
     t = peak_step
     reads = _reads(problem, plan.copies)
@@ -356,8 +357,8 @@ def _apply(problem, plan: CopyPlan, move, k: int) -> CopyPlan | None:
 def improve_min_peak(
     problem: RematProblem, start: CopyEvaluation, max_recomputes: int, deadline: float
 ) -> CopyEvaluation:
-    """Lower the peak of the valid copy plan ``start`` by local search: at the first step at
-    the peak, a value alive but idle there (read before and after, or only after) is dropped
+    """Lower the peak of the valid copy plan ``start`` by local search: at a step at the
+    peak, a value alive but idle there (read before and after, or only after) is dropped
     after its last read before and recomputed at its first read after, its inputs made alive
     then (new recomputations, or longer ones). A move is kept when the exact check
     (:func:`evaluate_copies`) finds it valid with a lower peak, or the same peak at fewer steps;
@@ -676,7 +677,9 @@ def min_peak_multi(
     in a quarter of the time) hints the model with one copy per value (3/8 of the time), whose
     plan, improved by :func:`improve_min_peak`, hints the model with ``max_recomputes`` (the
     rest): the smaller model finds low peaks much sooner (test GPT: 0.373 of the no-remat
-    peak, proven, in 11 s, where two copies from the once-class hint stayed near 0.47)."""
+    peak, proven, in 11 s, where two copies from the once-class hint stayed near 0.47).
+    (Hinting k copies with the k - 1 result instead was no better: MLP k=3 0.453 instead of
+    0.435, GPT k=3 unchanged at 0.373, benchmarks/copy_class.py --time-limit 60.)"""
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
     deadline = t0 + time_limit_s
