@@ -533,9 +533,14 @@ def _copy_plan(
     with at most that many recomputations per value, placed freely, checked like any plan."""
     problem = cap.problem
     target = budget_bytes + credit
-    lowest = None
-    if once.peak_bytes > target:  # below the once-class's smallest plan found
-        lowest = _copy_minimum(problem, fingerprint, options, tmin, once)
+    found = _copy_minimum(problem, fingerprint, options, tmin, once)
+    if once.peak_bytes > target and found[0].peak_bytes > target and not found[2]:
+        # below both classes' smallest plans found so far: the smallest-peak copy plan is the
+        # search, so it gets half of the time limit as well (the better of the two is kept, so
+        # a plan never misses a minimum that max_batch_size's probe found)
+        more = _copy_minimum(problem, fingerprint, options, options.time_limit_s / 2, once)
+        found = min(found, more, key=lambda r: r[0].peak_bytes)
+    lowest, bound, proven = found
     try:
         result = solve_multi(
             problem,
@@ -546,13 +551,12 @@ def _copy_plan(
             seed=options.seed,
             num_workers=options.num_workers,
             once_saved=once.saved,
-            lowest=lowest,
+            lowest=found if once.peak_bytes > target else None,
         )
     except Exception as e:
         raise SolverFailed(f"the copy-class solver failed on {problem.name}: {e}") from e
     if not result.status.has_plan:
         # no plan within the time limit: the smallest-peak plan may still fit
-        lowest, bound, proven = _copy_minimum(problem, fingerprint, options, tmin, once)
         if lowest.peak_bytes > target:
             if result.status is SolveStatus.INFEASIBLE or proven:
                 raise InfeasibleBudget(budget_bytes, lowest.peak_bytes - credit)
@@ -581,7 +585,6 @@ def _copy_plan(
             f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
             f"{target} (copy model said {ev.peak_bytes}). Please report this graph."
         )
-    lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, once)
     recomputed = copies.recomputed
     flops = sum(cap.info[v].flops * len(cs) for v, cs in copies.copies.items())
     plan = Plan(
