@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from . import _private as P
-from .capture import Capture
+from .capture import _BN_FUNCTIONAL, Capture
 from .errors import GraphRematError
 
 
@@ -79,7 +79,6 @@ def saved_sym_nodes(joint: fx.GraphModule, capture: Capture) -> list[fx.Node]:
     ]
 
 
-_BN_FUNCTIONAL = torch.ops.aten._native_batch_norm_legit_functional.default
 _BN_NO_STATS = torch.ops.aten._native_batch_norm_legit.no_stats
 
 
@@ -256,12 +255,11 @@ def _pinned(problem) -> set[str]:
 
 
 def _read_by_copies(
-    joint: fx.GraphModule, capture: Capture, copies, saved_values: list[fx.Node]
+    joint: fx.GraphModule, capture: Capture, copies, saved: set[str], saved_values: list[fx.Node]
 ) -> list[fx.Node]:
-    """The model inputs (parameters, buffers, user inputs) and the saved values that the plan's
-    recomputations read, directly or through views of them."""
+    """The model inputs (parameters, buffers, user inputs) and the saved values (of the storages
+    ``saved``) that the plan's recomputations read, directly or through views of them."""
     owned = {v for v, cs in copies.copies.items() if cs}
-    pinned = _pinned(capture.problem)
     saved_by_owner: dict[str, list[fx.Node]] = {}
     for a in saved_values:
         saved_by_owner.setdefault(capture.owner.get(a.name), []).append(a)
@@ -282,7 +280,7 @@ def _read_by_copies(
         if a.op == "placeholder":
             if P._is_primal(a) and isinstance(a.meta.get("val"), torch.Tensor):
                 found[a] = None
-        elif o is not None and (o in copies.save_end or o in pinned):
+        elif o is not None and o in saved:
             found.update(dict.fromkeys(saved_by_owner.get(o, ())))
         elif a.op == "call_function" and o is None:
             stack.extend(a.all_input_nodes)
@@ -326,10 +324,11 @@ def rewrite(
 ) -> tuple[fx.GraphModule, fx.GraphModule]:
     """``copies``: a :class:`graphremat.solvers.multi.CopyPlan` (its saved set is ``saved``):
     emit its recomputations instead of the just-in-time ones."""
+    saved = set(saved)
     if copies is not None:
         # a copy plan does not list pinned values (alive all step, e.g. a batch norm's updated
         # running statistics): the backward must still receive them, not recompute them
-        saved = set(saved) | _pinned(capture.problem)
+        saved |= _pinned(capture.problem)
     saved_values = saved_fx_nodes(joint, capture, saved)
     saved_values = _primals_read_by_backward(joint, saved_values, num_fwd_outputs) + saved_values
     sym = saved_sym_nodes(joint, capture)
@@ -354,7 +353,7 @@ def rewrite(
     if copies is None:
         bw = reorder_backward(bw, capture.fwd_fx)
     else:
-        read = _read_by_copies(joint, capture, copies, saved_values)
+        read = _read_by_copies(joint, capture, copies, saved, saved_values)
         _pass_inputs(fw, bw, read, num_fwd_outputs)
         bw = emit_copies(bw, joint, capture, copies)
     fw.graph.lint()

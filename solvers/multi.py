@@ -109,6 +109,19 @@ def from_evaluation(problem: RematProblem, ev: Evaluation) -> CopyPlan:
     return CopyPlan(save_end, copies)
 
 
+def _alive(problem: RematProblem, save_end, copies, u: str, t: int) -> str | None:
+    """How ``u`` is alive at step ``t``: "pinned", "saved", "copy@<start>", or None."""
+    a = problem.graph.nodes[u]
+    if a["pinned"] and a["required"]:
+        return "pinned"
+    if save_end.get(u, -1) >= t:
+        return "saved"
+    for s, e in copies.get(u, ()):
+        if s <= t <= e:
+            return f"copy@{s}"
+    return None
+
+
 def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
     """Check ``plan`` against the class (see the module docstring); its profile, peak, cost."""
     g, f, total = problem.graph, problem.num_fwd, problem.num_steps
@@ -134,12 +147,7 @@ def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
             prev = e
 
     def alive(u: str, t: int) -> bool:
-        a = g.nodes[u]
-        if a["pinned"] and a["required"]:
-            return True
-        if plan.save_end.get(u, -1) >= t:
-            return True
-        return any(s <= t <= e for s, e in plan.copies.get(u, ()))
+        return _alive(problem, plan.save_end, plan.copies, u, t) is not None
 
     for b in problem.bwd_order:
         t = f + problem.bwd_pos[b]
@@ -241,19 +249,6 @@ class _Stuck(Exception):
     """A local-search move that cannot be completed."""
 
 
-def _alive(problem: RematProblem, save_end, copies, u: str, t: int) -> str | None:
-    """How ``u`` is alive at step ``t``: "pinned", "saved", "copy@<start>", or None."""
-    a = problem.graph.nodes[u]
-    if a["pinned"] and a["required"]:
-        return "pinned"
-    if save_end.get(u, -1) >= t:
-        return "saved"
-    for s, e in copies.get(u, ()):
-        if s <= t <= e:
-            return f"copy@{s}"
-    return None
-
-
 def _start_copy(problem, save_end, copies, v: str, t: int, k: int, depth: int = 0) -> None:
     """Add a recomputation of ``v`` at step ``t`` (``v`` not alive then) and make its inputs
     alive at ``t``: each by a new recomputation if it may have one more, else by extending its
@@ -306,26 +301,23 @@ def _moves(problem: RematProblem, plan: CopyPlan, peak_step: int):
     index, r1, r2) for each saved copy or recomputation alive there, not read at that step but
     read later in the same interval (first at r2; last read before: r1, or None), biggest
     values first."""
-    g = problem.graph
     t = peak_step
     reads = _reads(problem, plan.copies)
+    # (value, kind, index, interval): the saved copy's memory starts after its last forward use
+    held = [
+        (v, "save", -1, (max(problem.last_fwd_use(v) + 1, problem.num_fwd), e))
+        for v, e in plan.save_end.items()
+    ]
+    held += [(v, "copy", i, c) for v, cs in plan.copies.items() for i, c in enumerate(cs)]
     found = []
-    for v, e in plan.save_end.items():
-        lo = max(problem.last_fwd_use(v) + 1, problem.num_fwd)
-        if lo <= t <= e:
-            rs = [r for r in reads.get(v, ()) if r <= e]
+    for v, kind, i, (lo, e) in held:
+        if not lo <= t <= e:
+            continue
+        rs = [r for r in reads.get(v, ()) if r <= e and (kind == "save" or r >= lo)]
+        r2 = min((r for r in rs if r > t), default=None)
+        if t not in rs and r2 is not None:
             r1 = max((r for r in rs if r < t), default=None)
-            r2 = min((r for r in rs if r > t), default=None)
-            if t not in rs and r2 is not None:
-                found.append((g.nodes[v]["mem_bytes"], v, "save", -1, r1, r2))
-    for v, cs in plan.copies.items():
-        for i, (s, e) in enumerate(cs):
-            if s <= t <= e:
-                rs = [r for r in reads.get(v, ()) if s <= r <= e]
-                r1 = max((r for r in rs if r < t), default=None)
-                r2 = min((r for r in rs if r > t), default=None)
-                if t not in rs and r2 is not None:
-                    found.append((g.nodes[v]["mem_bytes"], v, "copy", i, r1, r2))
+            found.append((problem.attr(v, "mem_bytes"), v, kind, i, r1, r2))
     found.sort(key=lambda m: (-m[0], problem.fwd_pos[m[1]]))
     return found
 
