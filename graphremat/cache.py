@@ -15,6 +15,7 @@ cached (they have no stable identity).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -46,6 +47,22 @@ def cache_dir(setting: bool | str) -> Path | None:
     return Path("~/.cache/graphremat").expanduser()
 
 
+@functools.cache
+def code_digest() -> str:
+    """A hash of graphremat's own source (the package and its solvers): a development build
+    keeps its version number while capture, solvers and rewrite change, and a plan made by
+    other code must not be taken for this code's (it is re-checked, but may no longer emit)."""
+    from . import solvers  # (installed as graphremat.solvers from the solvers/ folder)
+
+    h = hashlib.sha256()
+    for package in (Path(__file__), Path(solvers.__file__)):
+        root = package.resolve().parent
+        for path in sorted(root.glob("*.py")):
+            h.update(f"{root.name}/{path.name}".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def plan_key(problem_fingerprint: str, budget_bytes: int, options) -> str | None:
     """The cache key of a plan, or None when it must not be cached (callable solver)."""
     if not isinstance(options.solver, str):
@@ -53,6 +70,7 @@ def plan_key(problem_fingerprint: str, budget_bytes: int, options) -> str | None
     doc = [
         PLAN_FORMAT_VERSION,
         __version__,
+        code_digest(),
         torch.__version__,
         problem_fingerprint,
         int(budget_bytes),

@@ -694,12 +694,14 @@ def _replay(plan: Plan, problem, emit, budget_bytes: int, credit: int = 0):
         ev = evaluate_copies(problem, copies) if names <= set(problem.graph) else None
         if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
             return "the plan does not match this graph or budget"
-        fw, bw, sim = emit(copies.saved, copies)
     else:
         ev = evaluate(problem, saved) if saved <= set(problem.graph) else None
         if ev is None or not ev.valid or plan.budget_bytes != budget_bytes:
             return "the plan does not match this graph or budget"
-        fw, bw, sim = emit(ev.saved)
+    try:
+        fw, bw, sim = emit(copies.saved, copies) if plan.copies else emit(ev.saved)
+    except GraphRematError as e:  # e.g. an entry another build of graphremat wrote
+        return f"it does not emit on this graph: {e}"
     predicted = sim.peak_bytes - credit
     if predicted != plan.predicted_peak_bytes or predicted > budget_bytes:
         recorded = plan.predicted_peak_bytes

@@ -131,3 +131,39 @@ def test_corrupt_min_peak_entry_is_ignored(mlp, tmp_path):
     with pytest.warns(RuntimeWarning, match="corrupt min-peak cache entry"):
         p = _plan(model, inputs, tmp_path, budget=0.6)
     assert p.predicted_peak_bytes <= p.budget_bytes
+
+
+def test_entry_that_does_not_emit_is_refused(mlp, tmp_path, monkeypatch):
+    """An entry that passes the problem-level check but that this graph's rewrite cannot emit
+    (e.g. written by another build of graphremat) is refused with a warning and solved again,
+    not raised to the user."""
+    from graphremat import planner
+
+    model, inputs = mlp
+    first = _plan(model, inputs, tmp_path)
+    real, calls = planner.rewrite, []
+
+    def fails_once(joint, capture, saved, **kwargs):
+        if set(saved) == set(first.saved):
+            calls.append(1)
+            if len(calls) == 1:  # the cached plan's replay
+                raise graphremat.GraphRematError("internal error: cannot emit this plan")
+        return real(joint, capture, saved, **kwargs)
+
+    monkeypatch.setattr(planner, "rewrite", fails_once)
+    with pytest.warns(RuntimeWarning, match="does not emit on this graph: internal error"):
+        again = _plan(model, inputs, tmp_path)
+    assert not again.from_cache and again.saved == first.saved and len(calls) >= 2
+
+
+def test_cache_key_includes_graphremats_code(mlp, tmp_path, monkeypatch):
+    """Plans made by other code (a development build keeps its version number) are not looked
+    up: the key hashes graphremat's source."""
+    from graphremat import cache
+
+    model, inputs = mlp
+    _plan(model, inputs, tmp_path)
+    assert _plan(model, inputs, tmp_path).from_cache
+    monkeypatch.setattr(cache, "code_digest", lambda: "another build")
+    assert not _plan(model, inputs, tmp_path).from_cache
+    assert len(_entries(tmp_path)) == 2
