@@ -72,7 +72,10 @@ class GraphrematBackend:
         * the code peaks above the budget: plan again with the overshoot held back;
         * no plan fits the op-level model: compile the model's smallest-peak plan once, take
           what Inductor saved on it (model peak - code peak) as credit, and plan again with it;
-          an overshoot then takes credit back.
+          an overshoot then takes credit back. Credit is measured on one plan and does not carry
+          exactly to another: if the plans made with it do not fit but the smallest plan's own
+          code does, that compile is returned (its plan relabelled with the budget and the
+          measured peak; it recomputes more than a plan made for this budget would need).
 
         Inductor's wrapper reuses a freed buffer for a later allocation of the same size and
         keeps it alive until then, which can raise the peak above the plan's. It stays on (it
@@ -86,6 +89,7 @@ class GraphrematBackend:
         part.reserve_bytes = 0
         self._buffer_reuse = True
         credit = 0  # bytes Inductor saved below the model, measured on the smallest plan
+        smallest_compile = None  # the smallest plan's compile, if its code fits (_credit_at)
         real = None
         try:
             for _ in range(INDUCTOR_REPLANS + 2):
@@ -100,10 +104,14 @@ class GraphrematBackend:
                         raise
                     self._buffer_reuse = False
                     if part.reserve_bytes == 0 and credit == 0:
-                        credit = self._credit_at(gm, example_inputs, smallest)
+                        credit, smallest_compile = self._credit_at(
+                            gm, example_inputs, smallest, getattr(found, "budget_bytes", None)
+                        )
                         if credit > 0:
                             part.reserve_bytes = -credit
                             continue
+                    if smallest_compile is not None:
+                        return self._adopt(smallest_compile)
                     if part.reserve_bytes == 0 or not isinstance(found, InfeasibleBudget):
                         raise
                     raise InfeasibleBudget(
@@ -134,6 +142,8 @@ class GraphrematBackend:
                 part.reserve_bytes += real - plan.budget_bytes
         finally:
             part.reserve_bytes = 0
+        if smallest_compile is not None:
+            return self._adopt(smallest_compile)
         raise GraphRematError(
             f"the code Inductor generates for this region peaks at {real} bytes, above the "
             f"budget of {plan.budget_bytes}, even after planning again {INDUCTOR_REPLANS} times "
@@ -180,27 +190,57 @@ class GraphrematBackend:
             )
         return compiled, plan, real
 
-    def _credit_at(self, gm, example_inputs, min_feasible_bytes: int) -> int:
-        """Compile the op-level model's smallest-peak plan once; return by how many bytes the
-        code Inductor generates for it stays below the model (0 if it does not)."""
+    def _credit_at(self, gm, example_inputs, min_feasible_bytes: int, budget_bytes: int | None):
+        """Compile the op-level model's smallest-peak plan once. Returns by how many bytes the
+        code Inductor generates for it stays below the model (0 if it does not), and, if that
+        code fits ``budget_bytes`` (the user's, where known), (compiled, plan, code peak,
+        budget_bytes), else None."""
         part = self.partitioner
         options = part.options
         part.options = dataclasses.replace(options, budget=Budget(nbytes=min_feasible_bytes))
         try:
-            _, plan, real = self._inductor_attempt(gm, example_inputs)
+            attempt = self._inductor_attempt(gm, example_inputs)
         except GraphRematError:
-            return 0
+            return 0, None
         finally:
             part.options = options
+        _, plan, real = attempt
         if plan is None:
-            return 0
+            return 0, None
         self._drop(plan)
         log.info(
             "graphremat: at the smallest op-level peak %d, Inductor's code peaks at %d",
             plan.predicted_peak_bytes,
             real,
         )
-        return max(0, plan.predicted_peak_bytes - real)
+        fits = budget_bytes is not None and real <= budget_bytes
+        return max(0, plan.predicted_peak_bytes - real), (*attempt, budget_bytes) if fits else None
+
+    def _adopt(self, attempt):
+        """Return the smallest plan's compile (see _credit_at) under the user's budget: its
+        plan is relabelled with that budget, its measured code peak as the prediction and its
+        credit-adjusted minimum, and recorded as the region's plan."""
+        compiled, plan, real, budget_bytes = attempt
+        credit = plan.predicted_peak_bytes - real
+        plan = dataclasses.replace(
+            plan,
+            budget_bytes=budget_bytes,
+            predicted_peak_bytes=real,
+            min_feasible_bytes=max(0, min(plan.min_feasible_bytes - credit, real)),
+            solver=f"{plan.solver}, its smallest-peak plan",
+        )
+        log.info(
+            "graphremat: the plans made with the credit do not fit Inductor's code; using the "
+            "smallest plan, whose code peaks at %d <= budget %d",
+            real,
+            budget_bytes,
+        )
+        part = self.partitioner
+        part.regions.record(plan.saved_bytes)
+        part.plans.append(plan)
+        if part.also_to is not None:
+            part.also_to.append(plan)
+        return compiled
 
     def _drop(self, plan: Plan) -> None:
         """Forget a plan whose compile is not used."""

@@ -34,11 +34,18 @@ class UnsupportedGraph(GraphRematError, NotImplementedError):
 
 class SolverFailed(GraphRematError, RuntimeError):
     """The solver found no plan within its time limit (or failed). ``smallest_peak_bytes``: the
-    smallest peak of any plan found (not proven minimal), where one was found."""
+    smallest peak of any plan found (not proven minimal), where one was found; ``budget_bytes``:
+    the budget it was solving for, where known."""
 
-    def __init__(self, message: str, smallest_peak_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        smallest_peak_bytes: int | None = None,
+        budget_bytes: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.smallest_peak_bytes = smallest_peak_bytes
+        self.budget_bytes = budget_bytes
 
 
 class PlanFormatError(GraphRematError, ValueError):

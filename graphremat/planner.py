@@ -456,6 +456,7 @@ def make_plan(
                     f"(proven >= {format_bytes(bound)}). Raise time_limit_s or the budget, or "
                     "pass fallback='pytorch'.",
                     smallest_peak_bytes=smallest,
+                    budget_bytes=budget_bytes,
                 )
             ev_mp = evaluate(problem, mp.saved)
             result = SolveResult(
@@ -566,6 +567,7 @@ def _copy_plan(
                 f"smallest peak found is {format_bytes(lowest.peak_bytes - credit)} (proven >= "
                 f"{format_bytes(bound - credit)}). Raise time_limit_s or the budget.",
                 smallest_peak_bytes=lowest.peak_bytes - credit,
+                budget_bytes=budget_bytes,
             )
         result = SolveResult(
             "multi(min-peak)",

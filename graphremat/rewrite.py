@@ -21,6 +21,10 @@ from . import _private as P
 from .capture import _BN_FUNCTIONAL, Capture
 from .errors import GraphRematError
 
+#: meta key of a backward placeholder added by :func:`_pass_inputs`: the joint graph's name of
+#: the value it receives
+JOINT_NAME = "graphremat_joint_name"
+
 
 def saved_fx_nodes(joint: fx.GraphModule, capture: Capture, saved: Iterable[str]) -> list[fx.Node]:
     """The FX values to save for the plan's saved problem nodes (storages).
@@ -179,7 +183,7 @@ def emit_copies(
     problem = capture.problem
     f = problem.num_fwd
     fwd_names = capture.fwd_fx
-    in_bw = {n.name for n in bw.graph.nodes}
+    in_bw = {n.meta.get(JOINT_NAME, n.name) for n in bw.graph.nodes}
     members: dict[str, list[fx.Node]] = {}
     for n in joint.graph.nodes:
         v = capture.owner.get(n.name)
@@ -224,7 +228,7 @@ def emit_copies(
     done = f - 1  # copies of stages up to here are emitted
     for n in old.nodes:
         if n.op == "placeholder":
-            env[n.name] = new.node_copy(n, lookup)
+            env[n.meta.get(JOINT_NAME, n.name)] = new.node_copy(n, lookup)
     for n in old.nodes:
         if n.op == "placeholder" or n.name in fwd_names:
             continue
@@ -309,6 +313,9 @@ def _pass_inputs(
         with bw.graph.inserting_before(first):
             p = bw.graph.placeholder(a.name)
         p.meta.update(a.meta)
+        # FX may name it otherwise (the extraction can leave a.name taken in bw's namespace by
+        # a node it then removed): emit_copies reads it under the joint graph's name
+        p.meta[JOINT_NAME] = a.name
     fw.recompile()
     bw.recompile()
 
@@ -343,10 +350,12 @@ def rewrite(
     }
     for a in stats:  # left set: the forward module's placeholders share this meta dict
         a.meta["saved_tensor_with_no_vc_check"] = True
+    # (a copy: the extraction removes, in place, the saved values its backward does not read;
+    # the copy plan's recomputations may read them, see _read_by_copies)
     fw, bw = P._extract_fwd_bwd_modules(
         joint,
-        saved_values,
-        sym,
+        list(saved_values),
+        list(sym),
         num_fwd_outputs=num_fwd_outputs,
         static_lifetime_input_nodes=static_lifetime_input_nodes,
     )

@@ -105,3 +105,33 @@ def test_a_budget_below_the_op_level_minimum_is_met_on_credit():
     assert plan.budget_bytes == int(frac * plan0.unconstrained_peak_bytes)
     assert plan.model_peak_bytes > plan.budget_bytes  # planned on credit
     assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes
+
+
+def test_when_plans_on_credit_overshoot_the_smallest_plans_compile_is_used(monkeypatch):
+    """Credit is measured on the smallest plan and does not carry exactly to the plans made
+    with it. If every one of those overshoots but the smallest plan's own code fits the budget,
+    that compile is returned, its plan relabelled with the budget and its code's peak."""
+    model, inputs = MODEL_FACTORIES["mlp"]()
+    plan0 = graphremat.plan(model, *inputs, budget=1.0, codegen="inductor", time_limit_s=10)
+    frac = 0.53
+    step_peak = InductorMemory.step_peak
+    peaks = []
+
+    def only_the_first_fits(self, fixed, user):
+        # the first compile is the smallest plan's (for credit); every later one overshoots
+        peaks.append(step_peak(self, fixed, user))
+        return peaks[-1] if len(peaks) == 1 else 1 << 40
+
+    monkeypatch.setattr(InductorMemory, "step_peak", only_the_first_fits)
+    mine, cmodel = _compile(model, frac)
+    loss = train_step(cmodel, inputs)
+    monkeypatch.undo()
+    assert_matches(reference(model, inputs, inductor=True), mine, loss)
+    assert len(peaks) >= 2  # the smallest plan, then at least one plan on credit
+    (plan,) = cmodel.graphremat_plans
+    assert plan.budget_bytes == int(frac * plan0.unconstrained_peak_bytes)
+    assert plan.predicted_peak_bytes == peaks[0] <= plan.budget_bytes
+    assert plan.model_peak_bytes == plan0.min_feasible_bytes  # the op-level smallest plan
+    assert "smallest-peak plan" in plan.solver  # the report says why it recomputes that much
+    assert plan.min_feasible_bytes <= plan.predicted_peak_bytes
+    assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes

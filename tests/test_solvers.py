@@ -74,6 +74,33 @@ def test_greedy_plans_are_exact_and_never_beat_the_optimum(p):
         assert evaluate(p, fit.saved).cost == fit.cost
 
 
+def test_greedy_fit_drops_values_in_batches():
+    """greedy_fit's descent drops the best-ranked values together until they cover the
+    overshoot (one evaluation per batch, not one per value), and falls back to single moves
+    where batches get stuck: it answers wherever the single-move descent does."""
+    from graphremat.solvers import greedy
+
+    def descents(p, frac):
+        budget = int(frac * save_all_peak(p))
+        start = evaluate(p, save_all_set(p))
+        single = greedy._descend(p, start, budget, 1000)
+        batched = greedy._descend(p, start, budget, 1000, batch=True)
+        fit = greedy_fit(p, budget)
+        assert (fit is None) == (single[0].peak_bytes > budget), frac
+        assert fit is None or (fit.peak_bytes <= budget and evaluate(p, fit.saved) == fit)
+        return budget, single, batched
+
+    p = chain_problem(100)
+    for frac in (0.3, 0.5, 0.7):
+        budget, (_, single_evals), (batched, batched_evals) = descents(p, frac)
+        assert batched.peak_bytes <= budget
+        assert batched_evals <= 3 and 5 * batched_evals <= single_evals, (frac, single_evals)
+    # here the batches get stuck above the budget (a recomputed segment outgrows the peak it
+    # removed) where single moves get below it: greedy_fit falls back to those
+    budget, (single, _), (batched, _) = descents(chain_problem(30, seed=1), 0.3)
+    assert batched.peak_bytes > budget >= single.peak_bytes
+
+
 # --------------------------------------------------------------------------- CP-SAT vs enumeration
 
 
