@@ -228,6 +228,7 @@ class GraphrematBackend:
             predicted_peak_bytes=real,
             min_feasible_bytes=max(0, min(plan.min_feasible_bytes - credit, real)),
             solver=f"{plan.solver}, its smallest-peak plan",
+            min_feasible_proven=False,  # a saving measured through Inductor, not a proof
         )
         log.info(
             "graphremat: the plans made with the credit do not fit Inductor's code; using the "

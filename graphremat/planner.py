@@ -503,7 +503,8 @@ def make_plan(
         codegen=options.codegen,
         timeline=sim.timeline,
         saved_bytes=saved_bytes,
-        min_feasible_proven=min_proven,
+        # (with credit, the minimum is the model's less a saving measured on one plan: not proven)
+        min_feasible_proven=min_proven and not credit,
         unconstrained_timeline=sim_all.timeline,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
@@ -610,7 +611,7 @@ def _copy_plan(
         codegen=options.codegen,
         timeline=sim.timeline,
         saved_bytes=sum(problem.attr(v, "mem_bytes") for v in copies.saved),
-        min_feasible_proven=proven,
+        min_feasible_proven=proven and not credit,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, copies.saved - recomputed, recomputed),
         copies=copies.to_json(),

@@ -104,6 +104,7 @@ def test_a_budget_below_the_op_level_minimum_is_met_on_credit():
     (plan,) = cmodel.graphremat_plans  # the smallest-peak plan compiled for credit is not kept
     assert plan.budget_bytes == int(frac * plan0.unconstrained_peak_bytes)
     assert plan.model_peak_bytes > plan.budget_bytes  # planned on credit
+    assert not plan.min_feasible_proven  # the model's minimum less a measured saving
     assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes
 
 
@@ -134,4 +135,5 @@ def test_when_plans_on_credit_overshoot_the_smallest_plans_compile_is_used(monke
     assert plan.model_peak_bytes == plan0.min_feasible_bytes  # the op-level smallest plan
     assert "smallest-peak plan" in plan.solver  # the report says why it recomputes that much
     assert plan.min_feasible_bytes <= plan.predicted_peak_bytes
+    assert not plan.min_feasible_proven
     assert measured_peak(mine, cmodel, inputs) <= plan.budget_bytes
