@@ -176,6 +176,7 @@ class GraphrematBackend:
                 enable_autograd_cache=False, force_non_lazy_backward_lowering=True
             ),
             P.on_wrapper_memory_plan(memory),
+            P.no_distant_vertical_fusion(),  # graphremat's placement of recomputations stands
         ):
             compiled = compile_fx(gm, example_inputs)
         if len(part.plans) == made:  # no training graph (inference): nothing planned

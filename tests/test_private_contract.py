@@ -101,3 +101,32 @@ def test_inductor_wrapper_lines_the_replay_reads():
     }
     for cls, names in fields.items():
         assert names <= {f.name for f in dataclasses.fields(cls)}, cls.__name__
+
+
+def test_inductor_fusion_choices_the_backend_restricts():
+    """graphremat._private.no_distant_vertical_fusion installs a choices handler whose
+    can_fuse_vertical refuses pairs the scheduler calls long distant (a compile under it is
+    exercised by the Inductor tests), and restores the previous handler."""
+    import inspect
+
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.scheduler import Scheduler
+    from torch._inductor.virtualized import V
+
+    from graphremat import _private as P
+
+    params = list(inspect.signature(InductorChoices.can_fuse_vertical).parameters)
+    assert params == ["scheduler", "node1", "node2", "shared_data_score"]
+    assert callable(Scheduler.are_long_distant_nodes)
+    before = V.choices
+
+    class Node:
+        def __init__(self, order):
+            self.min_order = self.max_order = order
+
+    scheduler = Scheduler.__new__(Scheduler)  # are_long_distant_nodes reads only the orders
+    with P.no_distant_vertical_fusion():
+        assert V.choices is not before and isinstance(V.choices, type(before))
+        assert not V.choices.can_fuse_vertical(scheduler, Node(0), Node(100), 1)
+        assert V.choices.can_fuse_vertical(scheduler, Node(0), Node(3), 1)
+    assert V.choices is before
