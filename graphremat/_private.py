@@ -95,8 +95,8 @@ def no_distant_vertical_fusion():
     only). A fused kernel runs where its first member was, and the topological sort then pulls
     the consumer's other inputs ahead of it: computations graphremat placed late in the backward
     run early and their buffers stay alive across the peak (measured: the test U-Net at 0.55
-    with max_recomputes=2, one plan, code peak 18,303,216 bytes with such fusions and
-    14,510,736 without, against a budget of 14,511,085)."""
+    with max_recomputes=2, one plan: its code peaks at 18,303,216 bytes with such fusions and
+    fits the budget of 14,511,085 without them)."""
     from torch._inductor.virtualized import V
 
     parent = type(V.choices)

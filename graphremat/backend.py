@@ -237,11 +237,7 @@ class GraphrematBackend:
             real,
             budget_bytes,
         )
-        part = self.partitioner
-        part.regions.record(plan.saved_bytes)
-        part.plans.append(plan)
-        if part.also_to is not None:
-            part.also_to.append(plan)
+        self.partitioner.keep(plan)
         return compiled
 
     def _drop(self, plan: Plan) -> None:

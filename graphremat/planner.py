@@ -198,15 +198,20 @@ class Partitioner(P.CustomPartitionerFn):
                 num_fwd_outputs=num_fwd_outputs,
                 static_lifetime_input_indices=static_idx,
             )
-        self.regions.record(plan.saved_bytes)
         self.last_user_output_bytes = user_output_bytes(fw, num_fwd_outputs)
-        self.plans.append(plan)
-        if self.also_to is not None:
-            self.also_to.append(plan)
+        self.keep(plan)
         log.info("graphremat: %s", plan.summary().replace("\n", " |"))
         if self.plan_only:
             raise PlanReady(plan)
         return fw, bw
+
+    def keep(self, plan: Plan) -> None:
+        """Record ``plan`` as its region's plan: its saved bytes for the regions after it, and
+        in ``plans`` (and ``also_to``)."""
+        self.regions.record(plan.saved_bytes)
+        self.plans.append(plan)
+        if self.also_to is not None:
+            self.also_to.append(plan)
 
     def uuid(self) -> str:
         return self.options.uuid()
