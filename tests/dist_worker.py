@@ -8,6 +8,8 @@ RANK); joins a gloo process group on CPU, runs the scenario and writes what the 
 from __future__ import annotations
 
 import copy
+import faulthandler
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -218,6 +220,8 @@ SCENARIOS = {"ddp": ddp, "fsdp2": fsdp2, "plans": plans}
 
 def main() -> None:
     scenario, out_dir = sys.argv[1], Path(sys.argv[2])
+    # a rank that hangs prints every thread's stack before the test kills it
+    faulthandler.dump_traceback_later(float(os.environ["GRAPHREMAT_TEST_DUMP_AFTER_S"]), exit=True)
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank = dist.get_rank()

@@ -108,12 +108,15 @@ def test_string_backend_requires_a_budget(small):
     assert isinstance(inner, graphremat.ConfigError) and "budget" in str(inner)
 
 
-def test_plan_is_deterministic(small):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_plan_is_deterministic(small, workers):
+    """Solved twice (not from the plan cache): the same plan, with one worker or several."""
     model, inputs = small
     base = graphremat.plan(model, *inputs, budget=1.0)
     budget = (base.min_feasible_bytes + base.unconstrained_peak_bytes) // 2
-    p1 = graphremat.plan(model, *inputs, budget=budget)
-    p2 = graphremat.plan(model, *inputs, budget=budget)
+    kw = {"budget": budget, "num_workers": workers, "cache": False}
+    p1 = graphremat.plan(model, *inputs, **kw)
+    p2 = graphremat.plan(model, *inputs, **kw)
     assert p1.recomputed
     assert (p1.saved, p1.recomputed, p1.predicted_peak_bytes) == (
         p2.saved,

@@ -37,6 +37,7 @@ def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
         "WORLD_SIZE": str(WORLD_SIZE),
         "OMP_NUM_THREADS": "1",
         "GLOO_SOCKET_IFNAME": "lo",
+        "GRAPHREMAT_TEST_DUMP_AFTER_S": str(TIMEOUT_S - 20),
     }
     procs = [
         subprocess.Popen(

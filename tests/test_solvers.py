@@ -2,8 +2,8 @@
 
 Oracles: :func:`solve_bruteforce` (every saved set, replayed by :func:`evaluate`) for graphremat's
 schedule class, and the unrestricted Checkmate model, whose schedules are replayed here by an
-independent checker (:func:`replay_checkmate`). CP-SAT runs on one worker: with two, OR-Tools
-9.15 can abort the whole process on a hinted model (see solvers/checkmate.py, ``_solver``).
+independent checker (:func:`replay_checkmate`). CP-SAT runs on one worker unless a test says
+otherwise (several workers: a portfolio of one-worker solves, see solvers/sat.py).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from graphremat.solvers.problem import (
     save_all_set,
 )
 from graphremat.solvers.result import SolveStatus
-from graphremat.solvers.sat import solve_model
+from graphremat.solvers.sat import portfolio_solver, solve_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ortools.sat.python import cp_model
 from synthetic import _node, random_problem
 
 ONE_WORKER = {"num_workers": 1, "time_limit_s": 30}
@@ -203,12 +204,13 @@ def chain_problem(num_layers: int, seed: int = 0) -> RematProblem:
     return RematProblem(g, (*fwd, "loss"), tuple(bwd), name=f"chain{num_layers}")
 
 
-def test_solve_is_deterministic_under_machine_load():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_solve_is_deterministic_under_machine_load(workers):
     """Same problem, seed and worker count: the same plan and bound, whether or not another
     process keeps a core busy (the solve stops on deterministic work, not on the clock)."""
     p = chain_problem(120)
     budget = int(0.5 * save_all_peak(p))
-    kw = {"time_limit_s": 3.0, "seed": 0, "num_workers": 1}
+    kw = {"time_limit_s": 3.0, "seed": 0, "num_workers": workers}
     quiet = solve_cpsat(p, budget, **kw)
     assert quiet.status is SolveStatus.FEASIBLE  # stopped on work, not proven
     assert quiet.wall_s < kw["time_limit_s"]
@@ -220,6 +222,40 @@ def test_solve_is_deterministic_under_machine_load():
         hog.wait()
     assert busy.saved == quiet.saved
     assert (busy.objective, busy.bound) == (quiet.objective, quiet.bound)
+
+
+def _cover_model(seed: int) -> tuple[cp_model.CpModel, list]:
+    """A weighted covering model CP-SAT does not prove within a small work limit."""
+    rng = random.Random(seed)
+    m = cp_model.CpModel()
+    xs = [m.new_bool_var(f"x{i}") for i in range(300)]
+    for _ in range(400):
+        m.add(sum(rng.randint(1, 20) * xs[i] for i in rng.sample(range(300), 8)) >= 25)
+    m.minimize(sum(rng.randint(1, 50) * x for x in xs))
+    return m, xs
+
+
+def test_several_workers_are_a_reproducible_portfolio():
+    """num_workers=3 with a work limit: three one-worker solves, each as it would run alone,
+    and the answer chosen by rule (lowest objective, then lowest index; the best bound of
+    any), so every run gives the same values, and never a worse plan than one worker's."""
+    model, xs = _cover_model(0)
+    work = 2.0
+    alone = []
+    for i in range(3):
+        s = portfolio_solver(i, 60.0, 0, work, False)
+        assert s.solve(model) == cp_model.FEASIBLE  # stopped on work, not proven
+        alone.append((s.objective_value, s.best_objective_bound, [s.value(x) for x in xs]))
+    assert len({a[0] for a in alone}) > 1  # the workers do search differently
+    best = min(range(3), key=lambda i: (alone[i][0], i))
+    for _ in range(2):
+        solver, status, _ = solve_model(
+            model, time_limit_s=60.0, seed=0, num_workers=3, log_progress=False, work_s=work
+        )
+        assert status is SolveStatus.FEASIBLE
+        assert [solver.value(x) for x in xs] == alone[best][2]
+        assert solver.objective_value == alone[best][0] <= alone[0][0]
+        assert solver.best_objective_bound == max(a[1] for a in alone)
 
 
 # --------------------------------------------------------------------------- plan properties
