@@ -557,6 +557,198 @@ def _hint(built: _Model, problem: RematProblem, plan: CopyPlan) -> None:
         m.add_hint(built.end[v, c], cs[c - 1][1] if on else f)
 
 
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """What every plan of the copy class holds, whatever its number of copies (so also every
+    plan of the once-class, which it contains).
+
+    A forward value read by backward nodes at steps ``r1 < ... < rm`` is alive at each read.
+    Between two reads, and from its last forward use to ``r1`` if it can be saved, it is alive
+    unless it is dropped there, and each such *gap* it is dropped in costs one more
+    computation (the copy that serves the read ending the gap). A value that cannot be saved
+    costs one computation before ``r1``.
+
+    ``sure``: per global step, bytes alive in every plan (``fixed_bytes``, the plan-independent
+    profile, the values read then, gaps of values no plan can recompute). ``gaps``: per gap,
+    ``(value, first step, last step)``; ``across``: per step, the gaps that cover it.
+    ``forced``: values every plan recomputes; ``implies``: (a, b) where recomputing a needs b
+    recomputed (an input that cannot be saved, or a's multi-output op); ``blocked``: values no
+    plan can recompute; ``impossible``: no plan exists."""
+
+    sure: tuple[int, ...]
+    gaps: tuple[tuple[str, int, int], ...]
+    across: tuple[tuple[int, ...], ...]
+    forced: frozenset[str]
+    implies: tuple[tuple[str, str], ...]
+    blocked: frozenset[str]
+    impossible: bool
+
+    @property
+    def peak_bound(self) -> int:
+        """No plan of the class (any number of copies) peaks lower."""
+        return max(self.sure, default=0)
+
+
+def crossing(problem: RematProblem) -> Crossing:
+    """:class:`Crossing` of ``problem``."""
+    g, f, total = problem.graph, problem.num_fwd, problem.num_steps
+    cand = problem.candidates()
+    cset = set(cand)
+
+    def always(v: str) -> bool:
+        return bool(g.nodes[v]["pinned"] and g.nodes[v]["required"])
+
+    def can_save(v: str) -> bool:
+        a = g.nodes[v]
+        return bool(a["savable"] and a["required"] and not a["pinned"])
+
+    reads: dict[str, set[int]] = {v: set() for v in cand}
+    for b in problem.bwd_order:
+        for u in g.pred[b]:
+            if u in cset and not always(u):
+                reads[u].add(f + problem.bwd_pos[b])
+    implies: list[tuple[str, str]] = []
+    blocked: set[str] = set()
+    for v in cand:
+        if not g.nodes[v]["recomputable"]:
+            blocked.add(v)
+            continue
+        parent = g.nodes[v]["tied_to"]
+        needs = [u for u in g.pred[v] if u in cset and not always(u) and not can_save(u)]
+        for u in [*needs, *([parent] if parent is not None else [])]:
+            if u in cset and g.nodes[u]["recomputable"]:
+                implies.append((v, u))
+            else:
+                blocked.add(v)
+    changed = True
+    while changed:  # recomputing a value that needs a blocked one is blocked too
+        changed = False
+        for x, y in implies:
+            if y in blocked and x not in blocked:
+                blocked.add(x)
+                changed = True
+    forced = {v for v in cand if reads[v] and not can_save(v)}
+    frontier = list(forced)
+    while frontier:
+        v = frontier.pop()
+        for x, y in implies:
+            if x == v and y not in forced:
+                forced.add(y)
+                frontier.append(y)
+
+    base = problem.fixed_profile()
+    sure = [problem.fixed_bytes + base[t] for t in range(total)]
+    gaps: list[tuple[str, int, int]] = []
+    across: list[list[int]] = [[] for _ in range(total)]
+    for v in cand:
+        mem = g.nodes[v]["mem_bytes"]
+        if not reads[v] or not mem:
+            continue
+        rs = sorted(reads[v])
+        for t in rs:
+            sure[t] += mem
+        spans = [(a + 1, b - 1) for a, b in zip(rs, rs[1:], strict=False)]
+        if can_save(v):
+            spans.insert(0, (problem.last_fwd_use(v) + 1, rs[0] - 1))
+        for lo, hi in spans:
+            if lo > hi:
+                continue
+            if v in blocked:  # alive there in every plan
+                for t in range(lo, hi + 1):
+                    sure[t] += mem
+                continue
+            for t in range(lo, hi + 1):
+                across[t].append(len(gaps))
+            gaps.append((v, lo, hi))
+    return Crossing(
+        sure=tuple(sure),
+        gaps=tuple(gaps),
+        across=tuple(tuple(a) for a in across),
+        forced=frozenset(forced),
+        implies=tuple(implies),
+        blocked=frozenset(blocked),
+        impossible=bool(forced & blocked),
+    )
+
+
+def crossing_cost_bound(
+    problem: RematProblem,
+    budget_bytes: int,
+    *,
+    time_limit_s: float,
+    work_s: float,
+    max_recomputes: int | None = None,
+    seed: int = 0,
+) -> float:
+    """A lower bound on the recompute cost of every plan of the copy class within
+    ``budget_bytes`` (inf: none fits), with at most ``max_recomputes`` computations of a value
+    in the backward (None: any number).
+
+    The relaxation of :class:`Crossing`: choose the gaps each value is dropped in, paying its
+    cost per gap (and once for a value that cannot be saved), such that at every step the
+    gaps kept fit beside the sure bytes. Every plan gives such a choice at no more cost, so
+    the cheapest choice bounds every plan. A small covering model, solved by CP-SAT within
+    ``work_s`` of deterministic work; its proven bound is used, so a cut-short solve is valid.
+    """
+    cr = crossing(problem)
+    if cr.impossible or cr.peak_bound > budget_bytes:
+        return math.inf
+    g = problem.graph
+    rows: dict[tuple[int, ...], int] = {}
+    for t, ids in enumerate(cr.across):
+        need = cr.sure[t] + sum(g.nodes[cr.gaps[i][0]]["mem_bytes"] for i in ids) - budget_bytes
+        if need > 0:
+            rows[ids] = max(rows.get(ids, 0), need)
+    used = sorted({i for ids in rows for i in ids})
+    values = sorted({cr.gaps[i][0] for i in used} | cr.forced | {v for p in cr.implies for v in p})
+    costs = {v: float(g.nodes[v]["cost"]) for v in values}
+    top = max(costs.values(), default=0.0)
+    exact = all(c == int(c) for c in costs.values()) and top <= 1e12
+    scale = 1.0 if exact or top <= 0 else 1e6 / top
+    # rounded down: the scaled optimum never exceeds the true optimum times the scale
+    icost = {v: math.floor(c * scale) for v, c in costs.items()}
+    m = cp_model.CpModel()
+    drop = {i: m.new_bool_var(f"drop[{i}]") for i in used}
+    recomputed = {v: m.new_bool_var(f"recomputed[{v}]") for v in values}
+    per_value: dict[str, list] = {v: [] for v in values}
+    for i in used:
+        per_value[cr.gaps[i][0]].append(drop[i])
+    for values_, need in rows.items():
+        m.add(sum(g.nodes[cr.gaps[i][0]]["mem_bytes"] * drop[i] for i in values_) >= need)
+    objective = []
+    for v in values:
+        r, ds = recomputed[v], per_value[v]
+        for d in ds:
+            m.add_implication(d, r)
+        if v in cr.blocked:
+            m.add(r == 0)
+        if v in cr.forced:
+            m.add(r == 1)
+        # computations: at least one per dropped gap (each needs a copy that starts in it or
+        # at the read ending it), one more if it cannot be saved, and one if recomputed at all
+        n = m.new_int_var(0, len(ds) + 2, f"computations[{v}]")
+        m.add(n >= sum(ds) + (1 if v in cr.forced else 0))
+        m.add(n >= r)
+        if max_recomputes is not None:
+            m.add(n <= max_recomputes)
+        if icost[v]:
+            objective.append(icost[v] * n)
+    for a, b in cr.implies:
+        m.add_implication(recomputed[a], recomputed[b])
+    m.minimize(sum(objective))
+    solver, status, _ = solve_model(
+        m,
+        time_limit_s=time_limit_s,
+        seed=seed,
+        num_workers=1,
+        log_progress=False,
+        work_s=work_s,
+    )
+    if status is SolveStatus.INFEASIBLE:
+        return math.inf
+    return max(0.0, float(solver.best_objective_bound)) / scale
+
+
 def solve_multi(
     problem: RematProblem,
     budget_bytes: int,
@@ -585,9 +777,23 @@ def solve_multi(
         raise ValueError(f"max_recomputes must be >= 1, not {max_recomputes}")
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
+    # a bound for any plan of the class (see Crossing): a cheap proof that nothing fits, and
+    # the bound the copy model's own relaxation rarely reaches
+    crossing_bound = crossing_cost_bound(
+        problem,
+        budget_bytes,
+        max_recomputes=max_recomputes,
+        time_limit_s=time_limit_s,
+        work_s=time_limit_s / 20,
+        seed=seed,
+    )
+    info: dict = {"max_recomputes": max_recomputes, "crossing_bound": crossing_bound}
+    if crossing_bound == math.inf:
+        wall = time.perf_counter() - t0
+        return SolveResult("multi", SolveStatus.INFEASIBLE, wall_s=wall, info=info)
     once = solve_cpsat(problem, budget_bytes, time_limit_s=time_limit_s / 4, **kw)
     plans: list[CopyEvaluation] = []
-    info: dict = {"once_cost": once.objective, "max_recomputes": max_recomputes}
+    info["once_cost"] = once.objective
     hint = None
     if once.status.has_plan:
         hint = evaluate_copies(problem, from_evaluation(problem, evaluate(problem, once.saved)))
@@ -640,7 +846,12 @@ def solve_multi(
     if not plans:
         return SolveResult("multi", SolveStatus.UNKNOWN, wall_s=wall, info=info, **sizes)
     best = min(plans, key=lambda e: (e.cost, e.peak_bytes))
-    bound = max(0.0, min(bound, best.cost))
+    if crossing_bound > best.cost * (1 + 1e-9) + 1e-6:
+        raise ModelMismatch(
+            f"copy plan of {problem.name} costs {best.cost} below the crossing bound "
+            f"{crossing_bound}"
+        )
+    bound = max(0.0, min(max(bound, crossing_bound), best.cost))
     return SolveResult(
         solver="multi",
         status=SolveStatus.OPTIMAL if best.cost <= bound else SolveStatus.FEASIBLE,
@@ -707,5 +918,6 @@ def min_peak_multi(
         ev = improve_min_peak(problem, ev, max_recomputes, deadline)
         if ev.peak_bytes < best.peak_bytes:
             best = ev
-    lb = min(problem.fixed_bytes + int(solver.best_objective_bound) * unit, best.peak_bytes)
-    return best, lb, status is SolveStatus.OPTIMAL and best.peak_bytes <= lb
+    lb = problem.fixed_bytes + int(solver.best_objective_bound) * unit
+    lb = min(max(lb, crossing(problem).peak_bound), best.peak_bytes)
+    return best, lb, best.peak_bytes <= lb

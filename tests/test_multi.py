@@ -17,6 +17,8 @@ from graphremat.solvers.multi import (
     CopyPlan,
     _apply,
     _moves,
+    crossing,
+    crossing_cost_bound,
     evaluate_copies,
     from_evaluation,
     improve_min_peak,
@@ -138,6 +140,47 @@ def test_the_copy_model_is_exact_against_brute_force(seed):
         r = solve_multi(p, budget, max_recomputes=2, time_limit_s=10)
         assert r.status is SolveStatus.OPTIMAL
         assert r.objective == _brute_force(p, budget, 2), budget
+
+
+@pytest.mark.parametrize("seed", [0, 5, 11, 13, 21])
+def test_the_crossing_bounds_hold_against_brute_force(seed):
+    """No copy plan (brute force over all of them, k=2) peaks below the crossing peak bound,
+    and none within a budget costs less than the crossing cost bound for k=2 or for any k."""
+    p = random_problem(seed, num_fwd=3, num_bwd=3)
+    cr = crossing(p)
+    assert _brute_force(p, cr.peak_bound - 1, 2) is None
+    full = evaluate(p, save_all_set(p)).peak_bytes
+    for budget in range(cr.peak_bound - 16, full + 16, 16):
+        best = _brute_force(p, budget, 2)
+        kw = {"time_limit_s": 10, "work_s": 10}
+        two = crossing_cost_bound(p, budget, max_recomputes=2, **kw)
+        anyk = crossing_cost_bound(p, budget, **kw)
+        assert anyk <= two
+        if best is None:
+            continue
+        assert two <= best + 1e-6, (budget, two, best)
+        assert (two > 0) == (best > 0)  # not a trivial bound on these instances
+
+
+def test_the_crossing_bounds_hold_for_random_plans_on_real_graphs():
+    """Random copy plans of a real joint graph (views, dropout, batch norm): each peaks at or
+    above the crossing peak bound and costs at least the crossing cost bound at its own peak."""
+    joint, nfo, cap = _capture(*_tiny_resnet_inputs(), calibrate=True)
+    p = cap.problem
+    cr = crossing(p)
+    plans = list(_random_copy_plans(p, 2, seed=3))
+    assert plans
+    for plan in plans:
+        ev = evaluate_copies(p, plan)
+        assert ev.valid, ev.reason
+        assert ev.peak_bytes >= cr.peak_bound
+        bound = crossing_cost_bound(p, ev.peak_bytes, max_recomputes=2, time_limit_s=10, work_s=10)
+        assert bound <= ev.cost * (1 + 1e-9), (bound, ev.cost)
+
+
+def _tiny_resnet_inputs():
+    model, inputs = _tiny_resnet()
+    return (model, *(inputs if isinstance(inputs, tuple) else (inputs,)))
 
 
 def test_two_recomputations_reach_below_the_once_class_on_a_chain():
