@@ -45,6 +45,8 @@ def compile(
     measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
     ``cache``: keep solved plans on disk and reuse them (re-checked) when the same graph and
     budget come again: True ($GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat), a directory, or False.
+    ``seed``, ``num_workers``: the solver's seed, and how many one-worker CP-SAT solves run side
+    by side (a portfolio, graphremat/solvers/sat.py); the same pair gives the same plan.
     ``max_recomputes``: 1 (default) recomputes a value at most once, just before the backward
     needs it; k > 1 lets the solver recompute a value up to k times, anywhere in the backward
     (lower peaks, for graphs of a few hundred decisions; see graphremat/solvers/multi.py).
