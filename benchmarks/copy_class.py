@@ -38,7 +38,7 @@ def capture(model, inputs, codegen: str):
     """The problem graphremat solves for ``model``'s step (planning stops at the solver)."""
     got, real = [], planner._solve
 
-    def grab(cap, budget_bytes, options):
+    def grab(cap, budget_bytes, options, **_):
         got.append(cap)
         raise _Captured
 

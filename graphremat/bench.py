@@ -127,7 +127,7 @@ def capture_gpt(
     targets = torch.randint(0, vocab, (batch, seq))
     real_solve, got = planner._solve, []
 
-    def grab(capture, budget_bytes, options):
+    def grab(capture, budget_bytes, options, **_):
         got.append(capture)
         raise _Captured  # Dynamo wraps it in BackendCompilerFailed
 

@@ -504,8 +504,13 @@ def solve_cpsat(
     seed: int = 0,
     num_workers: int = 1,
     log_progress: bool = False,
+    start: frozenset[str] | None = None,
 ) -> SolveResult:
     """Minimum-recompute plan with peak <= ``budget_bytes`` (exact for the schedule class).
+
+    ``start``: a saved set known to fit (e.g. the smallest-peak plan); when the greedy descent
+    from "save everything" finds no plan, the greedy saves values back into ``start`` instead,
+    and that plan is the warm start (and the answer if CP-SAT finds nothing better).
 
     Three stages: the greedy plan (:func:`greedy_fit`, a fixed amount of work); the relaxed
     model with cut rounds (:func:`relaxed_bound`: the bound, and often a plan that meets it);
@@ -521,6 +526,10 @@ def solve_cpsat(
         return max(0.1, time_limit_s - (time.perf_counter() - t0))
 
     warm = greedy_fit(problem, budget_bytes)
+    if warm is None and start is not None:
+        fits = evaluate(problem, start)
+        if fits.valid and fits.peak_bytes <= budget_bytes:
+            warm = greedy_fit(problem, budget_bytes, start=fits)
     plans = [warm] if warm is not None else []
     bound, plan = relaxed_bound(
         problem,
@@ -563,7 +572,8 @@ def solve_cpsat(
             return SolveResult("cpsat", status, wall_s=time.perf_counter() - t0, **sizes)
     wall = time.perf_counter() - t0
     if not plans:
-        return SolveResult("cpsat", SolveStatus.UNKNOWN, wall_s=wall, **sizes)
+        info = {"relaxed_bound": bound}
+        return SolveResult("cpsat", SolveStatus.UNKNOWN, wall_s=wall, info=info, **sizes)
     ev = min(plans, key=lambda e: (e.cost, e.peak_bytes))
     if not ev.valid or ev.peak_bytes > budget_bytes:
         raise ModelMismatch(
@@ -621,13 +631,17 @@ def min_peak(
         num_workers=num_workers,
         log_progress=log_progress,
     )
-    if not status.has_plan:  # the save-all hint always fits an unbounded capacity
-        raise ModelMismatch(f"min-peak model found no plan (status {status.value})")
-    saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
-    ev = evaluate(problem, saved)
-    if warm.peak_bytes < ev.peak_bytes:
-        ev = warm
-    lower = int(solver.best_objective_bound) * built.byte_unit + problem.fixed_bytes
+    if status is SolveStatus.INFEASIBLE:  # the save-all plan fits an unbounded capacity
+        raise ModelMismatch(f"min-peak model of {problem.name} has no plan at all")
+    ev = warm  # a short limit on a large graph can end before CP-SAT has a plan
+    if status.has_plan:
+        saved = {v for v, var in built.save.items() if solver.boolean_value(var)}
+        found = evaluate(problem, saved)
+        if found.peak_bytes <= warm.peak_bytes:
+            ev = found
+    raw = solver.best_objective_bound
+    units = int(raw) if math.isfinite(raw) and raw > 0 else 0
+    lower = units * built.byte_unit + problem.fixed_bytes
     return MinPeak(
         peak_bytes=ev.peak_bytes,
         lower_bound_bytes=min(lower, ev.peak_bytes),

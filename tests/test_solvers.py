@@ -183,6 +183,24 @@ def test_every_fitting_plan_satisfies_the_redundant_rows(p, savable_ops):
             assert status.has_plan, (p.name, budget, sorted(ev.saved))
 
 
+@pytest.mark.parametrize("seed", [1, 3, 8])
+def test_a_start_that_fits_is_the_warm_start_where_the_greedy_gets_stuck(seed):
+    """At the class minimum of these problems the greedy descent from "save everything" finds
+    no plan; given the smallest-peak plan as ``start``, the warm start is that plan with values
+    saved back into it (never costlier), and the answer fits and costs no more."""
+    p = random_problem(seed, num_fwd=7, num_bwd=7)
+    mp = min_peak(p, num_workers=1, time_limit_s=5)
+    budget = mp.peak_bytes
+    assert greedy_fit(p, budget) is None
+    smallest = evaluate(p, mp.saved)
+    warm = greedy_fit(p, budget, start=smallest)
+    assert warm is not None and warm.peak_bytes <= budget and warm.cost <= smallest.cost
+    r = solve_cpsat(p, budget, start=mp.saved, **ONE_WORKER)
+    assert r.info["warm_start_cost"] == warm.cost
+    assert r.status.has_plan and r.peak_bytes <= budget and r.objective <= warm.cost
+    assert solve_cpsat(p, budget, **ONE_WORKER).info["warm_start_cost"] is None
+
+
 def chain_problem(num_layers: int, seed: int = 0) -> RematProblem:
     """A forward chain whose mirrored backward reads each value once (a deep MLP's shape):
     large enough that CP-SAT stops on its work limit, not on a proof."""
@@ -202,6 +220,16 @@ def chain_problem(num_layers: int, seed: int = 0) -> RematProblem:
         if j:
             g.add_edge(bwd[j - 1], b)
     return RematProblem(g, (*fwd, "loss"), tuple(bwd), name=f"chain{num_layers}")
+
+
+def test_min_peak_answers_when_its_limit_ends_before_cp_sat_has_a_plan():
+    """A limit too short for CP-SAT to reach any plan (a 300-layer chain, 0.01 s; it used to
+    raise ModelMismatch): the greedy plan is the answer, not proven, with a valid bound."""
+    p = chain_problem(300)
+    r = min_peak(p, time_limit_s=0.01)
+    greedy = greedy_min_peak(p)
+    assert r.peak_bytes == greedy.peak_bytes and r.saved == greedy.saved
+    assert not r.optimal and p.fixed_bytes <= r.lower_bound_bytes <= r.peak_bytes
 
 
 @pytest.mark.parametrize("workers", [1, 2])
