@@ -124,7 +124,7 @@ class Portfolio:
         self.index = min(range(len(solvers)), key=rank)
         self.chosen = solvers[self.index]
         self.status_code = codes[self.index]
-        bounds = [s.best_objective_bound for s, c in zip(solvers, codes, strict=True)]
+        bounds = [s.best_objective_bound for s in solvers]
         self._bound = (
             max(bounds) if self.status_code in has_plan else self.chosen.best_objective_bound
         )

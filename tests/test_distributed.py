@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _excerpt(out: str) -> str:
+    """The end of a rank's output, and, where it hung, the start of the stack dump that
+    dist_worker.py's faulthandler printed (most recent call first)."""
+    hung = out.find("Timeout (")
+    head = out[hung : hung + 6000] + "\n...\n" if hung >= 0 else ""
+    return head + out[-4000:]
+
+
 def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
     """Run ``scenario`` on 2 ranks; return each rank's results (rank order)."""
     env = {
@@ -39,27 +48,34 @@ def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
         "GLOO_SOCKET_IFNAME": "lo",
         "GRAPHREMAT_TEST_DUMP_AFTER_S": str(TIMEOUT_S - 20),
     }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), scenario, str(out_dir)],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(WORLD_SIZE)
-    ]
-    outputs = []
+    # each rank writes to its own file: a pipe read one rank at a time can fill up (64 KiB)
+    # and block the other rank's writes while the first waits for it in a collective
+    logs = [out_dir / f"rank{rank}.log" for rank in range(WORLD_SIZE)]
+    procs = []
+    for rank, log in enumerate(logs):
+        with open(log, "w") as sink:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), scenario, str(out_dir)],
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    deadline = time.monotonic() + TIMEOUT_S
     try:
         for p in procs:
-            outputs.append(p.communicate(timeout=TIMEOUT_S)[0])
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    outputs = [log.read_text(errors="replace") for log in logs]
     failed = [
-        (r, p.returncode, out[-4000:])
+        (r, p.returncode, _excerpt(out))
         for r, (p, out) in enumerate(zip(procs, outputs, strict=True))
     ]
     failed = [f for f in failed if f[1] != 0]
