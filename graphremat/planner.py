@@ -457,10 +457,9 @@ def make_plan(
         start = mp.saved if mp.peak_bytes <= target else None
         result = _solve(cap, target, options, start=start)
         if result.status is SolveStatus.INFEASIBLE:
-            raise InfeasibleBudget(budget_bytes, minimum().peak_bytes - credit)
+            raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit)
         if not result.status.has_plan:
             # no plan within the time limit: the smallest-peak plan may still fit
-            mp = minimum()
             if mp.peak_bytes > target and mp.optimal:
                 raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit)
             if mp.peak_bytes > target:
@@ -475,16 +474,15 @@ def make_plan(
                     budget_bytes=budget_bytes,
                 )
             # the smallest-peak plan, with values saved back while they fit (a better plan
-            # for this budget, found in milliseconds); the solver's bound if it proved one
+            # for this budget, found in milliseconds)
             ev_mp = evaluate(problem, mp.saved)
             ev_mp = greedy_fit(problem, target, start=ev_mp) or ev_mp
-            bound = result.info.get("relaxed_bound", 0.0)
             result = SolveResult(
                 "cpsat(min-peak)",
                 SolveStatus.FEASIBLE,
                 ev_mp.saved,
                 ev_mp.cost,
-                min(bound, ev_mp.cost) if math.isfinite(bound) else 0.0,
+                0.0,
                 ev_mp.peak_bytes,
                 wall_s=result.wall_s + mp.wall_s,
             )

@@ -64,13 +64,19 @@ def _byte_unit(problem: RematProblem) -> int:
     return unit or 1
 
 
-def _integer_costs(problem: RematProblem, cand: list[str]) -> tuple[dict[str, int], float]:
+def _integer_costs(
+    problem: RematProblem, cand: list[str], *, down: bool = False
+) -> tuple[dict[str, int], float]:
+    """Integer costs of ``cand`` and their scale: exact where the costs are integers, else
+    scaled to about 1e6 and rounded up (``down``: rounded down, so that a bound on the
+    integer objective divided by the scale bounds the true one)."""
     costs = {v: float(problem.attr(v, "cost")) for v in cand}
     top = max(costs.values(), default=0.0)
     if all(c == int(c) for c in costs.values()) and top <= 1e12:
         return {v: int(c) for v, c in costs.items()}, 1.0
     scale = 1e6 / top if top > 0 else 1.0
-    return {v: (math.ceil(c * scale) if c > 0 else 0) for v, c in costs.items()}, scale
+    rnd = math.floor if down else math.ceil
+    return {v: (rnd(c * scale) if c > 0 else 0) for v, c in costs.items()}, scale
 
 
 def _add_decisions(m: cp_model.CpModel, problem: RematProblem, cand: list[str]) -> tuple:
@@ -572,8 +578,7 @@ def solve_cpsat(
             return SolveResult("cpsat", status, wall_s=time.perf_counter() - t0, **sizes)
     wall = time.perf_counter() - t0
     if not plans:
-        info = {"relaxed_bound": bound}
-        return SolveResult("cpsat", SolveStatus.UNKNOWN, wall_s=wall, info=info, **sizes)
+        return SolveResult("cpsat", SolveStatus.UNKNOWN, wall_s=wall, **sizes)
     ev = min(plans, key=lambda e: (e.cost, e.peak_bytes))
     if not ev.valid or ev.peak_bytes > budget_bytes:
         raise ModelMismatch(

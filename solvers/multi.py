@@ -590,7 +590,13 @@ class Crossing:
 
 
 def crossing(problem: RematProblem) -> Crossing:
-    """:class:`Crossing` of ``problem``."""
+    """:class:`Crossing` of ``problem`` (kept with it: every budget's bound uses it)."""
+    if "crossing" not in problem._memo:
+        problem._memo["crossing"] = _crossing(problem)
+    return problem._memo["crossing"]
+
+
+def _crossing(problem: RematProblem) -> Crossing:
     g, f, total = problem.graph, problem.num_fwd, problem.num_steps
     cand = problem.candidates()
     cset = set(cand)
@@ -701,12 +707,7 @@ def crossing_cost_bound(
             rows[ids] = max(rows.get(ids, 0), need)
     used = sorted({i for ids in rows for i in ids})
     values = sorted({cr.gaps[i][0] for i in used} | cr.forced | {v for p in cr.implies for v in p})
-    costs = {v: float(g.nodes[v]["cost"]) for v in values}
-    top = max(costs.values(), default=0.0)
-    exact = all(c == int(c) for c in costs.values()) and top <= 1e12
-    scale = 1.0 if exact or top <= 0 else 1e6 / top
-    # rounded down: the scaled optimum never exceeds the true optimum times the scale
-    icost = {v: math.floor(c * scale) for v, c in costs.items()}
+    icost, scale = _integer_costs(problem, values, down=True)
     m = cp_model.CpModel()
     drop = {i: m.new_bool_var(f"drop[{i}]") for i in used}
     recomputed = {v: m.new_bool_var(f"recomputed[{v}]") for v in values}
