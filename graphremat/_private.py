@@ -10,6 +10,7 @@ import contextlib
 import torch
 from torch._dynamo.backends.common import aot_autograd
 from torch._dynamo.backends.debugging import boxed_nop
+from torch._dynamo.resume_execution import ContinueExecutionCache
 from torch._functorch.partitioners import (
     _extract_fwd_bwd_modules,
     _extract_fwd_bwd_outputs,
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import flop_registry
 
 __all__ = [
     "CompileContext",
+    "ContinueExecutionCache",
     "TracingContext",
     "CustomPartitionerFn",
     "StorageWeakRef",

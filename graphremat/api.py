@@ -11,6 +11,7 @@ import torch
 from .backend import GraphrematBackend
 from .errors import GraphRematError, UnsupportedGraph, find_cause
 from .planner import Options, PlanReady
+from .regions import Regions
 from .report import Plan
 from .solvers.result import SolveResult
 
@@ -70,27 +71,31 @@ def compile(
         )
     if _is_fsdp2(model):
         warnings.warn(
-            "graphremat: under FSDP2 the budget is not a promise for the whole step: a block "
-            "graph shared by several blocks is planned once, without the activations the "
-            "earlier blocks saved, and FSDP2's own all-gathered parameters and gradient "
-            "buffers (outside the compiled graphs) are not counted. Leave headroom, and "
-            "measure the step (graphremat.measure_peak_memory).",
+            "graphremat: under FSDP2 the budget is not a strict promise for the whole step: "
+            "graphremat counts the other blocks' saved activations and FSDP2's own buffers "
+            "(all-gathered parameters, unsharded gradients) by a model of FSDP2 measured on "
+            "CPU with gloo (within 0.1 %), not by replaying FSDP2. Leave headroom, and measure "
+            "the step (graphremat.measure_peak_memory).",
             RuntimeWarning,
             stacklevel=2,
         )
     backend = GraphrematBackend(options, model=model)
     compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
     if isinstance(compiled, torch.nn.Module):
-        compiled.forward = _raising_graphremat_errors(compiled.forward, model, backend.plans)
+        compiled.forward = _raising_graphremat_errors(
+            compiled.forward, model, backend.plans, backend.partitioner.regions
+        )
     else:
-        compiled = _raising_graphremat_errors(compiled, model, backend.plans)
+        compiled = _raising_graphremat_errors(
+            compiled, model, backend.plans, backend.partitioner.regions
+        )
     compiled.graphremat_plans = backend.plans
     compiled.graphremat_backend = backend
     return compiled
 
 
 def _raising_graphremat_errors(
-    fn: Callable, model: object = None, plans: list | None = None
+    fn: Callable, model: object = None, plans: list | None = None, regions: Regions | None = None
 ) -> Callable:
     """Re-raise graphremat's own errors as themselves, not wrapped in Dynamo's
     BackendCompilerFailed, so ``except graphremat.InfeasibleBudget`` works.
@@ -99,17 +104,25 @@ def _raising_graphremat_errors(
     step eagerly, without any plan, so the budget would silently not hold (every new input
     shape needs its own plan; other compiles of the same model class count towards the limit).
     If a training call still ran without any plan (Dynamo had given up on the model's code
-    before graphremat saw it), warns: the budget is then not enforced.
+    before graphremat saw it), warns: the budget is then not enforced. With ``regions``, checks
+    each call's runs of the compiled regions against their plans (graphremat.regions) and
+    warns once if a run's whole-step peak would exceed its budget.
     """
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
         try:
+            if regions is not None:
+                regions.begin_step()
             with torch._dynamo.config.patch(
                 recompile_limit=UNLIMITED_RECOMPILES,
                 accumulated_recompile_limit=UNLIMITED_RECOMPILES,
             ):
                 out = fn(*args, **kwargs)
+            problem = regions.end_step() if regions is not None else None
+            if problem is not None and not regions.warned:
+                regions.warned = True
+                warnings.warn(problem, RuntimeWarning, stacklevel=2)
             if plans is not None and not plans and _needs_grad(out):
                 warnings.warn(
                     "graphremat: this training step ran without a plan: Dynamo did not compile "

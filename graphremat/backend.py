@@ -54,15 +54,19 @@ class GraphrematBackend:
         return self._compile(gm, example_inputs, region)
 
     def _compile(self, gm: torch.fx.GraphModule, example_inputs, region: object):
-        self.partitioner.regions.current = region
+        regions = self.partitioner.regions
+        compile_ = regions.begin(region, P.TracingContext.get_traced_code())
         if self.options.codegen == "eager":
             backend = P.aot_autograd(
                 fw_compiler=P.boxed_nop,
                 bw_compiler=P.boxed_nop,
                 partition_fn=self.partitioner,
             )
-            return backend(gm, example_inputs)
-        return self._compile_inductor(gm, example_inputs)
+            compiled = backend(gm, example_inputs)
+        else:
+            compiled = self._compile_inductor(gm, example_inputs)
+        # each run of a planned region is noted, to check the step against the plans
+        return regions.tracked(compiled, compile_) if compile_.plan is not None else compiled
 
     def _compile_inductor(self, gm: torch.fx.GraphModule, example_inputs):
         """Compile with Inductor and hold the plan against the peak of the code Inductor

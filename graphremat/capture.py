@@ -191,11 +191,13 @@ def capture_joint(
     name: str = "joint",
     *,
     outside_bytes: int = 0,
+    held_copies: int = 0,
 ) -> Capture:
     """Build the solver's problem from an AOTAutograd joint graph.
 
     ``outside_bytes``: bytes other compiled regions keep alive throughout this one (graph
-    breaks), counted as fixed residents.
+    breaks), counted as fixed residents. ``held_copies``: see
+    :class:`graphremat.solvers.problem.RematProblem`.
     """
     graph = joint.graph
     nodes = list(graph.nodes)
@@ -444,7 +446,12 @@ def capture_joint(
             g.nodes[r.name]["pinned"] = True
 
     problem = RematProblem(
-        g, tuple(fwd_order), tuple(bwd_order), primal_bytes + outside_bytes, name=name
+        g,
+        tuple(fwd_order),
+        tuple(bwd_order),
+        primal_bytes + outside_bytes,
+        name=name,
+        held_copies=held_copies,
     )
     for n in nodes:  # the typed record, for anyone inspecting the graph later
         if n.name in info:

@@ -39,7 +39,7 @@ from .solvers import get_solver
 from .solvers.cpsat import MinPeak, min_peak, solve_cpsat
 from .solvers.greedy import greedy_fit
 from .solvers.multi import CopyPlan, evaluate_copies, min_peak_multi, solve_multi
-from .solvers.problem import evaluate, save_all_set
+from .solvers.problem import evaluate, held_bytes, save_all_set
 from .solvers.result import SolveResult, SolveStatus
 
 log = logging.getLogger("graphremat")
@@ -172,8 +172,9 @@ class Partitioner(P.CustomPartitionerFn):
         static_idx = kwargs.get("static_lifetime_input_indices") or []
         primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
         static_nodes = {p for i, p in enumerate(primals) if i in set(static_idx)}
-        outside = self.regions.outside_bytes(
-            _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
+        outside, held_copies = self.regions.outside(
+            _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx),
+            _activation_bytes(joint, primals, static_idx),
         )
         try:
             fw, bw, plan = make_plan_on_every_rank(
@@ -183,6 +184,8 @@ class Partitioner(P.CustomPartitionerFn):
                 static_lifetime_input_nodes=static_nodes,
                 outside_bytes=outside,
                 reserve_bytes=self.reserve_bytes,
+                held_copies=held_copies,
+                annotate=self._annotate,
             )
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
@@ -206,10 +209,23 @@ class Partitioner(P.CustomPartitionerFn):
             raise PlanReady(plan)
         return fw, bw
 
+    def _annotate(self, plan: Plan) -> Plan:
+        """``plan`` with its region's fields (graphremat.regions): runs per step, what one run
+        holds, what other runs and regions hold in its predicted peak."""
+        c = self.regions.current
+        if c is None:
+            return plan
+        return replace(
+            plan,
+            runs_per_step=c.runs,
+            held_bytes=plan.saved_bytes + c.activation_bytes,
+            others_held_bytes=c.others_bytes + c.held_copies * plan.saved_bytes,
+        )
+
     def keep(self, plan: Plan) -> None:
         """Record ``plan`` as its region's plan: its saved bytes for the regions after it, and
         in ``plans`` (and ``also_to``)."""
-        self.regions.record(plan.saved_bytes)
+        self.regions.record(plan)
         self.plans.append(plan)
         if self.also_to is not None:
             self.also_to.append(plan)
@@ -229,6 +245,39 @@ def _own_resident_bytes(joint: fx.GraphModule, num_fwd_outputs: int, primals, st
             if isinstance(val, torch.Tensor):
                 total += val.untyped_storage().nbytes()
     return total
+
+
+def _same(plan: Plan) -> Plan:
+    return plan
+
+
+def _activation_bytes(joint: fx.GraphModule, primals, static_idx) -> int:
+    """Bytes of the region's inputs that are not parameters or buffers (its activations) and
+    that a run may keep until its backward: those the backward reads, directly or through
+    forward values it reads (which a plan may recompute from them)."""
+    graph = joint.graph
+    bwd: set[fx.Node] = set()
+    stack = [n for n in graph.find_nodes(op="placeholder") if P._is_tangent(n)]
+    while stack:
+        n = stack.pop()
+        if n not in bwd:
+            bwd.add(n)
+            stack.extend(u for u in n.users if u.op != "output")
+    ancestors: set[fx.Node] = set()
+    stack = [a for n in bwd for a in n.all_input_nodes if a not in bwd]
+    while stack:
+        n = stack.pop()
+        if n not in ancestors:
+            ancestors.add(n)
+            stack.extend(n.all_input_nodes)
+    static = set(static_idx)
+    sizes = {}
+    for i, p in enumerate(primals):
+        val = p.meta.get("val")
+        if i not in static and p in ancestors and isinstance(val, torch.Tensor):
+            s = val.untyped_storage()
+            sizes[P.StorageWeakRef(s)] = s.nbytes()
+    return sum(sizes.values())
 
 
 def _distributed_rank() -> int | None:
@@ -363,9 +412,16 @@ def make_plan(
     outside_bytes: int = 0,
     reserve_bytes: int = 0,
     adopt: Plan | None = None,
+    held_copies: int = 0,
+    annotate: Callable[[Plan], Plan] | None = None,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     """Plan one joint graph; with ``adopt`` (another rank's plan for the same graph), re-emit
-    and replay that plan's saved set instead of solving."""
+    and replay that plan's saved set instead of solving. ``held_copies``: the graph runs that
+    many more times per step, each other run holding its saved values (see
+    :class:`solvers.problem.RematProblem`). ``annotate``: applied to the plan before it is
+    cached or returned (the region's fields, see Partitioner)."""
+    if annotate is None:
+        annotate = _same
     t0 = time.perf_counter()
     if options.codegen == "eager":
         # under Inductor the dropout kernel's unused output buffer outlives the op (measured:
@@ -379,7 +435,7 @@ def make_plan(
     # op-level model (the backend's Inductor check); the model may then exceed the budget by it
     held, credit = max(reserve_bytes, 0), max(-reserve_bytes, 0)
     resident = outside_bytes + held
-    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident)
+    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident, held_copies=held_copies)
     problem = cap.problem
 
     def emit(saved, copies=None):
@@ -391,7 +447,8 @@ def make_plan(
             static_lifetime_input_nodes=static_lifetime_input_nodes,
             copies=copies,
         )
-        return fw, bw, simulate(fw, bw, num_fwd_outputs, outside_bytes=resident)
+        sim = simulate(fw, bw, num_fwd_outputs, outside_bytes=resident, held_copies=held_copies)
+        return fw, bw, sim
 
     keep_all = save_all_set(problem)
     ev_all = evaluate(problem, keep_all)
@@ -408,7 +465,7 @@ def make_plan(
                 "with the same shapes (data parallelism)."
             )
         fw, bw, _ = replayed
-        return fw, bw, replace(adopt, solve_time_s=time.perf_counter() - t0)
+        return fw, bw, annotate(replace(adopt, solve_time_s=time.perf_counter() - t0))
     cache_at = plan_cache.cache_dir(options.cache)
     fingerprint = problem.fingerprint()
     # (a plan made on credit is not cached: the credit is measured per compile)
@@ -418,9 +475,18 @@ def make_plan(
     if key is not None:
         hit = _from_cache(cache_at, key, problem, emit, budget_bytes, t0)
         if hit is not None:
-            return hit
+            return (*hit[:2], annotate(hit[2]))
     tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
-    if options.max_recomputes > 1 and ev_all.peak_bytes > target:
+    copy_class = options.max_recomputes > 1
+    if copy_class and held_copies:
+        copy_class = False
+        warnings.warn(
+            f"graphremat: max_recomputes={options.max_recomputes} is not supported for a region "
+            f"that runs {held_copies + 1} times per step; planning it with max_recomputes=1",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if copy_class and ev_all.peak_bytes > target:
         once = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
         fw, bw, plan = _copy_plan(
             cap, joint, options, emit, budget_bytes, credit, t0, tmin, once, fingerprint
@@ -430,6 +496,7 @@ def make_plan(
             unconstrained_peak_bytes=unconstrained - held,
             unconstrained_timeline=sim_all.timeline,
         )
+        plan = annotate(plan)
         if key is not None:
             plan_cache.store(cache_at, key, plan)
         return fw, bw, plan
@@ -495,11 +562,11 @@ def make_plan(
         )
     min_feasible = min(minimum().peak_bytes, ev.peak_bytes) - credit
     min_proven = minimum().optimal
-    if options.max_recomputes > 1:  # the budget fits without copies; report the copy minimum
+    if copy_class:  # the budget fits without copies; report the copy minimum
         lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, minimum())
         if lowest.peak_bytes - credit < min_feasible:
             min_feasible, min_proven = lowest.peak_bytes - credit, proven
-    saved_bytes = sum(problem.attr(v, "mem_bytes") for v in ev.saved)
+    saved_bytes = held_bytes(problem, ev.saved)
     plan = Plan(
         budget_bytes=budget_bytes,
         predicted_peak_bytes=sim.peak_bytes - credit,
@@ -527,6 +594,7 @@ def make_plan(
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
     )
+    plan = annotate(plan)
     if key is not None:
         plan_cache.store(cache_at, key, plan)
     return fw, bw, plan
@@ -628,7 +696,7 @@ def _copy_plan(
         fixed_bytes=sim.fixed_bytes,
         codegen=options.codegen,
         timeline=sim.timeline,
-        saved_bytes=sum(problem.attr(v, "mem_bytes") for v in copies.saved),
+        saved_bytes=held_bytes(problem, copies.saved),
         min_feasible_proven=proven and not credit,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, copies.saved - recomputed, recomputed),

@@ -2,12 +2,24 @@
 
 Dynamo compiles a model with graph breaks into regions that run one after another: forwards in
 order, then backwards in reverse. While region k runs, memory also holds what the other regions
-keep: the parameters, buffers and gradients of the rest of the model, and the activations that
-the regions before k saved for their backward (theirs runs after k's). graphremat plans region k
-with those bytes as fixed residents, so each region's promise is a promise about the whole step:
+keep: the parameters, buffers and gradients of the rest of the model, and what the regions before
+k hold for their backward (theirs runs after k's): their saved values and the inputs their
+backward reads. graphremat plans region k with those bytes as fixed residents, so each region's
+promise is a promise about the whole step:
 
-    outside(k) = (model params + buffers + grads) - (region k's own params, buffers and grads)
-                 + saved bytes of the regions compiled before k
+    outside(k) = (model params + buffers + grads [+ FSDP2's buffers])
+                 - (region k's own params, buffers and grads)
+                 + sum over regions j first compiled before k: held(j) * runs(j)
+                 + what other runs of k hold (see below)
+
+A region can run several times per step (a graph break inside a module used by several
+blocks; under FSDP2 the block graph): ``runs`` is predicted from the model (its modules whose
+class's ``forward`` is the compiled code). Earlier compiles of k in the same step each serve
+one other run (counted by what they hold); the remaining ``runs - 1 - earlier`` runs use this
+plan, so the solver counts its saved values that many more times (``held_copies``) and its
+held inputs as fixed bytes. Each run of a planned region is noted; after every call of the
+compiled model the runs are replayed against the plans and a run whose whole-step peak exceeds
+its budget (an unpredicted run, another order) gives a warning.
 
 Regions are keyed by Dynamo's frame id (under DistributedDataParallel, by frame id and the
 gradient bucket at which Dynamo's DDPOptimizer split the frame's graph): they are compiled in
@@ -19,6 +31,9 @@ full budget, with a warning.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -56,29 +71,172 @@ def model_resident_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+@dataclass(eq=False)
+class Compile:
+    """One compile of a region: what its plan assumed and what one run of it holds."""
+
+    key: object
+    step: int  # the ledger's step (top-level call) during which it was compiled
+    runs: int  # runs per step predicted for its region
+    held_copies: int = 0  # other runs of this plan the plan counts (solver's held_copies)
+    others_bytes: int = 0  # bytes of other runs and earlier regions the plan counts, fixed part
+    activation_bytes: int = 0  # the region's non-parameter inputs (held until its backward)
+    plan: object = None  # its Plan, once made
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes one run holds from its forward to its backward."""
+        saved = self.plan.saved_bytes if self.plan is not None else 0
+        return saved + self.activation_bytes
+
+
+def fsdp2_buffer_bytes(model: torch.nn.Module) -> int:
+    """FSDP2's own buffers beside a compiled block (``fully_shard`` modules): while one block
+    runs, the next block's all-gathered parameters (prefetched) and the previous block's
+    unsharded gradients (the reduce-scatter's input) are alive, outside the compiled graphs,
+    and, depending on when the asynchronous collectives finish, one more such buffer (measured
+    on CPU with gloo: the step's peak varies by one block's parameter bytes from run to run).
+    The outermost module's own parameters stay unsharded from its forward to the end of the
+    backward, with their unsharded gradients. Counted as three times the largest module's
+    unsharded parameter bytes plus twice the outermost's; 0 without FSDP2."""
+    from torch.distributed.fsdp import FSDPModule
+
+    largest, root = 0, None
+    for m in model.modules():
+        if not isinstance(m, FSDPModule):
+            continue
+        inner = {
+            id(p)
+            for c in m.modules()
+            if c is not m and isinstance(c, FSDPModule)
+            for p in c.parameters()
+        }
+        own = sum(p.numel() * p.element_size() for p in m.parameters() if id(p) not in inner)
+        largest = max(largest, own)
+        root = own if root is None else root
+    return 3 * largest + 2 * (root or 0)
+
+
 class Regions:
     """The ledger of one compiled model's regions (see the module docstring)."""
 
     def __init__(self, model: object = None) -> None:
-        self.model_bytes = (
-            model_resident_bytes(model) if isinstance(model, torch.nn.Module) else None
-        )
-        self.saved: dict[object, int] = {}  # region key -> bytes its latest plan saves
-        self.current: object = None  # key of the region being compiled
+        self.model = model if isinstance(model, torch.nn.Module) else None
+        self.model_bytes = model_resident_bytes(model) if self.model is not None else None
+        if self.model is not None:
+            self.model_bytes += fsdp2_buffer_bytes(self.model)
+        self.compiles: list[Compile] = []
+        self.current: Compile | None = None  # the compile being planned
+        self.step = 0  # top-level calls so far (see begin_step)
+        self.ran: list[Compile] = []  # compiles run during the current top-level call
+        self.warned = False
 
-    def outside_bytes(self, own_bytes: int) -> int:
-        """Bytes other regions keep alive while the current region runs."""
-        if self.model_bytes is None:
-            return 0
-        earlier = 0
-        for k, b in self.saved.items():
-            if k == self.current:
+    # ---------------------------------------------------------------- planning
+    def begin(self, key: object, codes: list | None = None) -> Compile:
+        """A compile of region ``key`` starts (``codes``: the code objects Dynamo traced)."""
+        runs = runs_per_step(self.model, codes) if self.model is not None else 1
+        self.current = Compile(key, self.step, runs)
+        return self.current
+
+    def outside(self, own_bytes: int, activation_bytes: int) -> tuple[int, int]:
+        """``(bytes other regions and other runs keep alive while the current compile runs,
+        held_copies for its solver)``. See the module docstring."""
+        c = self.current
+        if self.model_bytes is None or c is None:
+            return 0, 0
+        c.activation_bytes = activation_bytes
+        # regions first compiled before this one run before it (a recompile keeps its place)
+        latest: dict[object, Compile] = {}
+        for d in self.compiles:
+            if d.key == c.key:
                 break
-            earlier += b
-        return max(0, self.model_bytes - own_bytes) + earlier
+            latest[d.key] = d
+        for d in self.compiles:
+            if d.key in latest:
+                latest[d.key] = d
+        same_step = [d for d in self.compiles if d.key == c.key and d.step == c.step]
+        earlier = sum(d.held_bytes * d.runs for d in latest.values())
+        # earlier compiles of this region in this step serve other runs (e.g. the first
+        # block, whose input needs no gradient); the remaining runs use this plan
+        same = same_step[-(c.runs - 1) :] if c.runs > 1 else []
+        c.held_copies = max(0, c.runs - 1 - len(same))
+        mine = sum(d.held_bytes for d in same) + c.held_copies * activation_bytes
+        c.others_bytes = earlier + mine
+        return max(0, self.model_bytes - own_bytes) + earlier + mine, c.held_copies
 
-    def record(self, saved_bytes: int) -> None:
-        self.saved[self.current] = saved_bytes
+    def record(self, plan) -> None:
+        """The current compile's plan (again, if a compile plans more than once)."""
+        c = self.current
+        if c is None:
+            return
+        c.plan = plan
+        if c not in self.compiles:
+            self.compiles.append(c)
+
+    # ---------------------------------------------------------------- running
+    def begin_step(self) -> None:
+        """A top-level call of the compiled model starts."""
+        self.step += 1
+        self.ran = []
+
+    def end_step(self) -> str | None:
+        """The top-level call returned: check the runs it made against their plans. Returns a
+        message if a run's whole-step peak (its own peak plus what the runs before it hold)
+        exceeds its budget, else None."""
+        ran, self.ran = self.ran, []
+        held, worst = 0, None
+        for c in ran:
+            plan = c.plan
+            own = plan.predicted_peak_bytes - plan.others_held_bytes
+            need = own + held
+            if need > plan.budget_bytes and (worst is None or need - plan.budget_bytes > worst[0]):
+                worst = (need - plan.budget_bytes, need, plan, c)
+            held += c.held_bytes
+        if worst is None:
+            return None
+        over, need, plan, c = worst
+        runs = sum(1 for d in ran if d.key == c.key)
+        return (
+            f"graphremat: this step ran its compiled regions in a way their plans did not "
+            f"foresee (a region planned for {c.runs} run(s) per step ran {runs} times, e.g. a "
+            f"module with a graph break called more often than the model has such modules, or "
+            f"regions in another order): with what the earlier runs hold, a run peaks at "
+            f"{need} bytes, {over} over its budget "
+            f"{plan.budget_bytes}. The budget is NOT a promise for this step. Remove the graph "
+            f"break (fullgraph=True shows where), or lower the budget by {over} bytes."
+        )
+
+    def tracked(self, fn, compile_: Compile):
+        """``fn`` (a compiled region), noting each run in the current step's ledger."""
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            self.ran.append(compile_)
+            return fn(*args, **kwargs)
+
+        return run
+
+
+def runs_per_step(model: torch.nn.Module | None, codes: list | None) -> int:
+    """How many times per step the frame whose code Dynamo traced first in ``codes`` runs, as
+    the model's structure predicts: the number of the model's modules whose class's
+    ``forward`` is that code (or the code a resume function after a graph break continues);
+    1 for any other frame."""
+    if model is None or not codes:
+        return 1
+    code = _original_code(codes[0])
+    count = sum(1 for m in model.modules() if getattr(type(m).forward, "__code__", None) is code)
+    return max(1, count)
+
+
+def _original_code(code):
+    """The function a Dynamo resume function (after a graph break) continues, else ``code``."""
+    for _ in range(100):
+        meta = P.ContinueExecutionCache.generated_code_metadata.get(code)
+        if meta is None or meta.code is code:
+            return code
+        code = meta.code
+    return code
 
 
 def current_region_key() -> object:

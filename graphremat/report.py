@@ -103,6 +103,12 @@ class Plan:
     # with max_recomputes > 1: the CopyPlan (graphremat.solvers.multi) as JSON: saved values'
     # last backward steps and each recomputation's steps; empty for the once-class
     copies: dict = field(default_factory=dict, repr=False)
+    # a region that runs several times per step (graphremat.regions): its runs per step, the
+    # bytes one run holds from its forward to its backward (saved values and activation
+    # inputs), and the bytes that other runs and earlier regions hold in predicted_peak_bytes
+    runs_per_step: int = 1
+    held_bytes: int = 0
+    others_held_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.predicted_peak_bytes > self.budget_bytes:
@@ -144,6 +150,14 @@ class Plan:
             + (" (proven)" if self.min_feasible_proven else " (best found, not proven)"),
             f"  resident (params, inputs) {format_bytes(self.fixed_bytes)}",
             f"  saved for backward   {len(self.saved)} values, {format_bytes(self.saved_bytes)}",
+            *(
+                [
+                    f"  runs per step        {self.runs_per_step} (the other runs hold "
+                    f"{format_bytes(self.held_bytes)} each)"
+                ]
+                if self.runs_per_step > 1
+                else []
+            ),
             f"  recomputed           {len(self.recomputed)} values"
             + (f" ({self.num_recomputations} recomputations)" if self.copies else "")
             + ", "
@@ -442,4 +456,7 @@ _FIELD_TYPES = {
     "dag_edges": _rows(_str, _str),
     "from_cache": _bool,
     "copies": _copies,
+    "runs_per_step": _int,
+    "held_bytes": _int,
+    "others_held_bytes": _int,
 }

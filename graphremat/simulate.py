@@ -129,17 +129,28 @@ def _run(gm: fx.GraphModule, heap: _Heap, phase: str, timeline: list) -> list:
     return outputs
 
 
+def saved_storage_bytes(user_out: list, saved_out: list, fixed: set = frozenset()) -> int:
+    """Bytes of the distinct storages of ``saved_out`` (the forward's values for the
+    backward) that are not in ``fixed`` (inputs) or among ``user_out``'s storages."""
+    skip = set(fixed) | {key for val in user_out for key, _ in _storages(val)}
+    sizes = {key: nbytes for val in saved_out for key, nbytes in _storages(val) if key not in skip}
+    return sum(sizes.values())
+
+
 def simulate(
     fw: fx.GraphModule,
     bw: fx.GraphModule,
     num_user_outputs: int,
     *,
     outside_bytes: int = 0,
+    held_copies: int = 0,
 ) -> Simulation:
     """Peak live bytes of one training step running ``fw`` then ``bw``.
 
     ``outside_bytes``: resident bytes of other compiled regions (graph breaks), added to
-    ``fixed_bytes``.
+    ``fixed_bytes``. ``held_copies``: the program runs that many more times per step and each
+    other run holds what its forward saved for its backward (the saved outputs that are not
+    inputs or user outputs) throughout: added to ``fixed_bytes`` too.
 
     ``num_user_outputs``: how many leading forward outputs go to the user (the rest, except
     symbolic ints, are saved for the backward and arrive as the backward's leading inputs).
@@ -155,6 +166,8 @@ def simulate(
     timeline: list = []
     fw_out = _run(fw, heap, "fwd", timeline)
     user_out, saved_out = fw_out[:num_user_outputs], fw_out[num_user_outputs:]
+    if held_copies:
+        fixed_bytes += held_copies * saved_storage_bytes(user_out, saved_out, fixed)
     # the backward's inputs: saved values (handed over from the forward's outputs), tangents
     bw_inputs = list(bw.graph.find_nodes(op="placeholder"))
     for n in bw_inputs:

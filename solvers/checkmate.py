@@ -525,6 +525,10 @@ def solve_checkmate(
     forward values resident entering the first backward stage; Checkmate's schedule
     (``info["R"]``) is not of graphremat's class, so ``evaluate(problem, saved)`` may not fit.
     """
+    if problem.held_copies:
+        raise ProblemError(
+            f"{problem.name}: the Checkmate model does not model held_copies; use solver='cpsat'"
+        )
     cg = _problem_graph(problem)
     baseline = sum(cg.cost[k] for k in cg.stages)
     result, _, S_sets = _solve(

@@ -21,7 +21,8 @@ checked by tests against every fitting plan of random problems: ``need`` dominan
 backward node reads is saved only for a recomputed consumer), ``early[x,s]`` literals (x is
 recomputed before backward step s only through a chain of recomputed consumers reaching a
 backward read before s), and crossing rows ``memory_lb[t]`` (bytes surely alive at each
-over-budget step t fit the capacity). Decisions plus these rows alone form the *relaxed* model:
+over-budget step t fit the capacity; with ``held_copies``, plus the other runs' saved values).
+Decisions plus these rows alone form the *relaxed* model:
 its optimum bounds the exact one, it solves in about a second on a 12-layer GPT joint graph, and
 its optimum often fits for real -- then it is optimal (see :func:`relaxed_bound`).
 """
@@ -196,6 +197,11 @@ def build_model(
             size = m.new_int_var(1, horizon, f"save_len[{v}]")
             intervals.append(m.new_optional_interval_var(start, size, end, save[v], f"saved[{v}]"))
             demands.append(mem)
+            if problem.held_copies:  # the other runs' copies, alive throughout
+                intervals.append(
+                    m.new_optional_fixed_size_interval_var(0, horizon, save[v], f"held[{v}]")
+                )
+                demands.append(problem.held_copies * mem)
         if a["recomputable"] and (mem or tr):
             start = m.new_int_var(num_f, horizon - 1, f"re_start[{v}]")
             m.add(start == num_f + slot[v])
@@ -246,7 +252,9 @@ def _capacity_hi(problem: RematProblem, unit: int) -> int:
     """More memory than any step of any plan holds (each value counted at most twice: its
     forward copy and one recomputation), in byte units."""
     g = problem.graph
-    return 2 * sum(a["mem_bytes"] + a["transient_bytes"] for _, a in g.nodes(data=True)) // unit + 1
+    total = sum(a["mem_bytes"] + a["transient_bytes"] for _, a in g.nodes(data=True))
+    held = problem.held_copies * sum(a["mem_bytes"] for _, a in g.nodes(data=True))
+    return (2 * total + held) // unit + 1
 
 
 def _direct_uses(problem: RematProblem, v: str) -> list[int]:
@@ -384,12 +392,27 @@ def _add_crossing_rows(
     elif early_steps is None:
         early_steps = _early_steps(problem, saved_all, over)
     early_at = {s: _add_early_literals(m, problem, cand, recomp, slot, s) for s in early_steps}
+    # the other runs' saved values (problem.held_copies) are alive at every step
+    held = None
+    if problem.held_copies:
+        held = m.new_int_var(0, _capacity_hi(problem, unit), "held")
+        m.add(
+            held
+            == sum(
+                (g.nodes[v]["mem_bytes"] // unit) * save[v]
+                for v in cand
+                if g.nodes[v]["mem_bytes"] // unit
+                and g.nodes[v]["savable"]
+                and g.nodes[v]["required"]
+                and not g.nodes[v]["pinned"]
+            )
+        )
     # rows with equal members differ only in their constant: keep the largest
     rows: dict[tuple[tuple[str, ...], int | None], int] = {}
     for t in over:
         members = tuple(v for s0, s1, v in spans if s0 <= t <= s1)
         s = t - num_f if t - num_f in early_at else None
-        if members or s is not None:
+        if members or s is not None or held is not None:
             rows[members, s] = max(rows.get((members, s), 0), level[t])
     for (members, s), used in rows.items():
         expr = [(g.nodes[v]["mem_bytes"] // unit) * save[v] for v in members]
@@ -404,6 +427,8 @@ def _add_crossing_rows(
                 alive = m.new_bool_var(f"alive[{u},{s}]")
                 m.add(alive >= save[u] - sum(early[c] for c in users))
                 expr.append((g.nodes[u]["mem_bytes"] // unit) * alive)
+        if held is not None:
+            expr.append(problem.held_copies * held)
         m.add(sum(expr) + used <= capacity)
     return {(x, s): e for s, lits in early_at.items() for x, e in lits.items()}
 

@@ -44,7 +44,7 @@ from .cpsat import (
     min_peak,
     solve_cpsat,
 )
-from .problem import Evaluation, ProblemError, RematProblem, evaluate
+from .problem import Evaluation, ProblemError, RematProblem, evaluate, held_bytes
 from .result import SolveResult, SolveStatus
 from .sat import ModelMismatch, solve_model
 
@@ -180,16 +180,17 @@ def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
             diff[e + 1] -= a["mem_bytes"]
             cost += float(a["cost"])
     base = problem.fixed_profile()
+    held = problem.held_copies * held_bytes(problem, plan.save_end)
     profile, run = [], 0
     for t in range(total):
         run += diff[t]
-        profile.append(base[t] + run + problem.fixed_bytes)
+        profile.append(base[t] + run + problem.fixed_bytes + held)
     return CopyEvaluation(
         valid=not reasons,
         reason="; ".join(reasons[:3]),
         plan=plan,
         profile_bytes=tuple(profile),
-        peak_bytes=max(profile, default=problem.fixed_bytes),
+        peak_bytes=max(profile, default=problem.fixed_bytes + held),
         cost=cost,
     )
 
@@ -696,6 +697,7 @@ def crossing_cost_bound(
     the cheapest choice bounds every plan. A small covering model, solved by CP-SAT within
     ``work_s`` of deterministic work; its proven bound is used, so a cut-short solve is valid.
     """
+    _once_per_step(problem)
     cr = crossing(problem)
     if cr.impossible or cr.peak_bound > budget_bytes:
         return math.inf
@@ -750,6 +752,14 @@ def crossing_cost_bound(
     return max(0.0, float(solver.best_objective_bound)) / scale
 
 
+def _once_per_step(problem: RematProblem) -> None:
+    if problem.held_copies:
+        raise ProblemError(
+            f"{problem.name}: the copy class does not model a graph that runs several times per "
+            "step (held_copies > 0); plan it with max_recomputes=1"
+        )
+
+
 def solve_multi(
     problem: RematProblem,
     budget_bytes: int,
@@ -774,6 +784,7 @@ def solve_multi(
     fixed share of ``time_limit_s`` (deterministic time, see :func:`solvers.sat.make_solver`):
     with one worker the plan depends on the problem, budget, limit and seed, not on the machine
     (unless a much slower machine reaches the wall-clock cap first)."""
+    _once_per_step(problem)
     if max_recomputes < 1:
         raise ValueError(f"max_recomputes must be >= 1, not {max_recomputes}")
     t0 = time.perf_counter()
@@ -884,6 +895,7 @@ def min_peak_multi(
     peak, proven, in 11 s, where two copies from the once-class hint stayed near 0.47).
     (Hinting k copies with the k - 1 result instead was no better: MLP k=3 0.453 instead of
     0.435, GPT k=3 unchanged at 0.373, benchmarks/copy_class.py --time-limit 60.)"""
+    _once_per_step(problem)
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)
     deadline = t0 + time_limit_s

@@ -19,6 +19,10 @@ Schedule class (what the rewrite emits, and what every solver optimises over):
   Within a backward step, a slot's recomputed values are all counted together with the step's
   own output: the emitted program frees values no later than this, so its real peak is at most
   the evaluated one.
+* ``held_copies`` (default 0): the graph runs ``held_copies + 1`` times per training step (a
+  compiled block shared by several blocks, a graph break inside a repeated module), and the
+  other runs keep their saved values until their own backward. The last run's peak is what
+  counts, so every saved (non-pinned) value adds ``held_copies * mem_bytes`` at every step.
 
 Node attributes (all required):
   ``phase``            "fwd" or "bwd"
@@ -66,6 +70,7 @@ class RematProblem:
     bwd_order: tuple[str, ...]
     fixed_bytes: int = 0
     name: str = "graph"
+    held_copies: int = 0
     # derived indices, filled in __post_init__
     fwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
     bwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -93,6 +98,7 @@ class RematProblem:
             self.fwd_order,
             self.bwd_order,
             self.fixed_bytes,
+            self.held_copies,
             sorted((str(v), [g.nodes[v][a] for a in NODE_ATTRS]) for v in g.nodes),
             sorted((str(u), str(v)) for u, v in g.edges),
         ]
@@ -211,6 +217,8 @@ class RematProblem:
             )
         if self.fixed_bytes < 0:
             raise ProblemError(f"{self.name}: fixed_bytes must be >= 0")
+        if self.held_copies < 0:
+            raise ProblemError(f"{self.name}: held_copies must be >= 0")
         for v, a in g.nodes(data=True):
             missing = [k for k in NODE_ATTRS if k not in a]
             if missing:
@@ -339,11 +347,13 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
         diff[s + 1] -= a["transient_bytes"]
         diff[num_f + end[v] + 1] -= a["mem_bytes"]
     base = problem.fixed_profile()
+    # the other runs' saved values (see held_copies), alive at every step
+    held = problem.held_copies * held_bytes(problem, kept)
     profile, run = [], 0
     for t in range(total):
         run += diff[t]
-        profile.append(base[t] + run + problem.fixed_bytes)
-    peak = max(profile, default=problem.fixed_bytes)
+        profile.append(base[t] + run + problem.fixed_bytes + held)
+    peak = max(profile, default=problem.fixed_bytes + held)
     cost = float(sum(g.nodes[v]["cost"] for v in recomputed))
     return Evaluation(
         valid=not bad,
@@ -356,6 +366,13 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
         peak_bytes=peak,
         cost=cost,
     )
+
+
+def held_bytes(problem: RematProblem, kept: Iterable[str]) -> int:
+    """Bytes one run of the graph holds from its forward to its backward for the kept values
+    ``kept`` (pinned values excluded: they outlive the run anyway)."""
+    g = problem.graph
+    return sum(g.nodes[v]["mem_bytes"] for v in kept if not g.nodes[v]["pinned"])
 
 
 def save_all_set(problem: RematProblem) -> frozenset[str]:

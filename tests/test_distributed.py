@@ -117,8 +117,10 @@ def test_ddp_buckets_share_the_budget(tmp_path):
         own1 = total - own0
         assert r["resident_bytes"] == 3 * total
         assert first["fixed_bytes"] == 3 * total - own0 + r["input_bytes"]
-        # ... and, for the second region, what the first one saved for its backward
-        assert second["fixed_bytes"] == (3 * total - own1 + r["input_bytes"] + first["saved_bytes"])
+        # ... and, for the second region, what the first one holds for its backward (its
+        # saved values and its input)
+        assert first["held_bytes"] == first["saved_bytes"] + r["input_bytes"]
+        assert second["fixed_bytes"] == (3 * total - own1 + r["input_bytes"] + first["held_bytes"])
         # DDP's buckets are allocated before the step: the measured peak does not see them
         assert r["peak"] <= r["budget"] - total, (r["peak"], r["budget"], total)
 
@@ -132,10 +134,20 @@ def test_fsdp2_gradients_and_identical_plans(tmp_path):
     for r in results:
         assert_grads_match(r)
         assert r["plans"]
-        # the budget does not cover the whole step under FSDP2 (a block graph shared by the
-        # blocks, FSDP2's own buffers): said at compile time, and the step measures above it
-        assert any("under FSDP2 the budget is not a promise" in w for w in r["warnings"])
-        assert r["peak"] > max(plan["budget_bytes"] for plan in r["plans"])
+        # one compiled block graph runs for every block: its plans count the other blocks'
+        # runs and FSDP2's buffers (with one block's parameters of room for the collectives'
+        # timing: measured peaks here vary by up to 1.3 MB from run to run); the measured peak
+        # stays below the prediction, up to 0.1 % (FSDP2 is modelled, not replayed, hence the
+        # warning)
+        assert any("under FSDP2 the budget is not a strict promise" in w for w in r["warnings"])
+        blocks = [p for p in r["plans"] if p["runs_per_step"] == 3]
+        assert blocks
+        predicted = max(p["predicted_peak_bytes"] for p in r["plans"])
+        assert r["peak"] <= predicted * 1.001, (r["peak"], predicted)
+        assert max(p["budget_bytes"] for p in r["plans"]) >= predicted
+        # counting one block's run alone would have promised far less than the step needs
+        alone = max(p["predicted_peak_bytes"] - p["others_held_bytes"] for p in blocks)
+        assert r["peak"] > 1.2 * alone
         for plan in r["plans"]:
             assert not any(_is_collective(op) for _, op, _, _ in plan["tensors"])
 

@@ -49,18 +49,21 @@ def test_regions_share_one_budget(broken):
     assert_matches(reference(model, inputs), mine, loss)
     first, second = cmodel.graphremat_plans
     assert second.recomputed  # the second region had to make room
-    # while the second region runs, the first one's saved activations and the other half's
-    # parameters and gradients are resident
+    # while the second region runs, what the first one holds for its backward (its saved
+    # activations and its input) and the other half's parameters and gradients are resident
     half = model_resident_bytes(model.first)  # a half's parameters and their gradients
     x_bytes = inputs[0].nbytes  # (the input of the second region, h, has x's size)
     # own parameters (own gradients are part of the region's own timeline) + the other half's
     # parameters and gradients + its input
     assert first.fixed_bytes == half // 2 + half + x_bytes
-    assert second.fixed_bytes == half // 2 + half + x_bytes + first.saved_bytes
+    assert first.held_bytes == first.saved_bytes + x_bytes  # x: the first region's input
+    assert second.fixed_bytes == half // 2 + half + x_bytes + first.held_bytes
     peak = measured_peak(mine, cmodel, inputs)
     assert peak <= budget, (peak, budget)
-    # the whole-step prediction is the second region's (eager: op-level exact)
-    assert abs(peak - second.predicted_peak_bytes) / peak <= 0.03
+    # the whole-step prediction is the second region's (eager: op-level exact), which counts
+    # the first half's gradients as alive (as after a first step with set_to_none=False);
+    # measured with them set to None, the peak is lower by up to their bytes
+    assert 0 <= second.predicted_peak_bytes - peak <= half // 2 + 0.01 * peak
 
 
 def test_string_backend_warns_that_regions_do_not_share(broken):
@@ -87,4 +90,73 @@ def test_a_recompiled_region_keeps_its_place(broken):
     for p, batch in zip(plans[::2], (256, 512), strict=True):  # first regions: nothing earlier
         assert p.fixed_bytes == batch * 128 * 4 + half // 2 + half
     for prev, p, batch in zip(plans[::2], plans[1::2], (256, 512), strict=True):
-        assert p.fixed_bytes == batch * 128 * 4 + half // 2 + half + prev.saved_bytes
+        assert p.fixed_bytes == batch * 128 * 4 + half // 2 + half + prev.held_bytes
+
+
+class Block(nn.Module):
+    """A residual block with a graph break inside: Dynamo compiles its two halves once each,
+    and every block of the model runs those two compiled regions."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(128, 128), nn.Linear(128, 128)
+
+    def forward(self, x):
+        h = self.up(x).relu()
+        torch._dynamo.graph_break()
+        return x + self.down(h).sin()
+
+
+class Repeated(nn.Module):
+    def __init__(self, shared: bool = False):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block()] * 3 if shared else [Block() for _ in range(3)])
+        self.head = nn.Linear(128, 1)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x).square().mean()
+
+
+def test_a_region_that_runs_once_per_block_counts_the_other_runs():
+    """Three blocks share the compiled halves of Block.forward: each run keeps its saved
+    values and inputs until its backward, so the last block's run sees the other runs'. Each
+    plan counts them (3 runs per step, from the model's structure) and the step fits."""
+    torch.manual_seed(0)
+    model, inputs = Repeated(), (torch.randn(512, 128),)
+    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
+    train_step(probe, inputs)
+    budget = max(
+        (p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in probe.graphremat_plans
+    )
+
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "not a promise" warning
+        loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs), mine, loss)
+    plans = cmodel.graphremat_plans
+    assert plans and all(p.runs_per_step == 3 for p in plans)
+    assert any(p.recomputed for p in plans)
+    for p in plans:
+        assert p.held_bytes > 0 and p.others_held_bytes >= p.held_bytes
+    peak = measured_peak(mine, cmodel, inputs)
+    assert peak <= budget, (peak, budget)
+    # a plan that counted only its own run would have promised less than the step needs
+    assert peak > max(p.predicted_peak_bytes - p.others_held_bytes for p in plans)
+
+
+def test_runs_the_model_does_not_predict_are_reported():
+    """One block module called three times: its regions are planned for one run per step
+    (one such module in the model), so the step's check warns that the budget does not hold."""
+    torch.manual_seed(0)
+    model, inputs = Repeated(shared=True), (torch.randn(512, 128),)
+    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
+    train_step(probe, inputs)
+    budget = max(p.unconstrained_peak_bytes for p in probe.graphremat_plans)
+    cmodel = graphremat.compile(copy.deepcopy(model), budget=budget, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="budget is NOT a promise for this step"):
+        train_step(cmodel, inputs)
+    assert all(p.runs_per_step == 1 for p in cmodel.graphremat_plans)

@@ -130,3 +130,25 @@ def test_inductor_fusion_choices_the_backend_restricts():
         assert not V.choices.can_fuse_vertical(scheduler, Node(0), Node(100), 1)
         assert V.choices.can_fuse_vertical(scheduler, Node(0), Node(3), 1)
     assert V.choices is before
+
+
+def test_dynamo_names_the_code_it_traces_and_resume_functions_their_origin():
+    """graphremat.regions predicts a region's runs per step from the code Dynamo traced and,
+    for a resume function after a graph break, the function it continues."""
+    from graphremat.regions import _original_code
+
+    def f(x):
+        y = x.sin()
+        torch._dynamo.graph_break()
+        return y.cos()
+
+    codes = []
+
+    def backend(gm, example_inputs):
+        codes.append(P.TracingContext.get_traced_code()[0])
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(f, backend=backend)(torch.ones(3))
+    assert codes[0] is f.__code__
+    assert codes[1] is not f.__code__ and _original_code(codes[1]) is f.__code__

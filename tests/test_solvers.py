@@ -134,6 +134,57 @@ def test_min_peak_is_the_smallest_feasible_budget(p):
     assert solve_bruteforce(p, mp.peak_bytes - 1).status is SolveStatus.INFEASIBLE
 
 
+def _held(p: RematProblem, copies: int) -> RematProblem:
+    return RematProblem(
+        p.graph, p.fwd_order, p.bwd_order, p.fixed_bytes, p.name + f"-held{copies}", copies
+    )
+
+
+@few
+@given(problems, st.integers(1, 3))
+def test_held_copies_count_every_saved_value_at_every_step(p, copies):
+    """A graph run ``copies + 1`` times per step (held_copies): each saved, non-pinned value
+    adds ``copies * mem_bytes`` at every step; CP-SAT's optimum and smallest peak are still the
+    enumerated ones, and they differ from the single-run problem's where saving costs memory."""
+    held = _held(p, copies)
+    for saved in (save_all_set(p), must_save_set(p), greedy_min_peak(p).saved):
+        one, many = evaluate(p, saved), evaluate(held, saved)
+        extra = copies * sum(p.attr(v, "mem_bytes") for v in one.saved if not p.attr(v, "pinned"))
+        assert many.profile_bytes == tuple(b + extra for b in one.profile_bytes)
+    full = save_all_peak(held)
+    for frac in FRACTIONS:
+        budget = int(frac * full)
+        exact = solve_bruteforce(held, budget)
+        got = solve_cpsat(held, budget, **ONE_WORKER)
+        assert got.status == exact.status, (held.name, budget)
+        if exact.status.has_plan:
+            assert got.objective == exact.objective, (held.name, budget)
+            assert evaluate(held, got.saved).peak_bytes <= budget
+    mp = min_peak(held, num_workers=1)
+    assert mp.optimal and evaluate(held, mp.saved).peak_bytes == mp.peak_bytes
+    assert solve_bruteforce(held, mp.peak_bytes).status is SolveStatus.OPTIMAL
+    assert solve_bruteforce(held, mp.peak_bytes - 1).status is SolveStatus.INFEASIBLE
+    assert held.fingerprint() != p.fingerprint()
+
+
+def test_held_copies_change_the_plan():
+    """On a chain, the single-run optimum at a budget saves more than fits when the chain runs
+    three times per step; the held-copies optimum recomputes more and fits."""
+    p = chain_problem(12)
+    held = _held(p, 2)
+    budget = int(0.8 * save_all_peak(p))
+    alone = solve_cpsat(p, budget, **ONE_WORKER)
+    assert evaluate(held, alone.saved).peak_bytes > budget
+    got = solve_cpsat(held, budget, **ONE_WORKER)
+    assert got.status is SolveStatus.OPTIMAL
+    assert evaluate(held, got.saved).peak_bytes <= budget
+    assert got.objective > alone.objective
+    with pytest.raises(ProblemError, match="held_copies"):
+        solve_checkmate(held, budget)
+    with pytest.raises(ProblemError, match="held_copies"):
+        RematProblem(p.graph, p.fwd_order, p.bwd_order, held_copies=-1)
+
+
 # --------------------------------------------------------------------------- redundant rows
 
 
