@@ -26,7 +26,7 @@ from torch._functorch.partitioners import (
 )
 from torch._guards import CompileContext, TracingContext, detect_fake_mode
 from torch._inductor.custom_graph_pass import CustomPartitionerFn
-from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.flop_counter import flop_registry
 
@@ -35,6 +35,7 @@ __all__ = [
     "ContinueExecutionCache",
     "TracingContext",
     "CustomPartitionerFn",
+    "FakeTensor",
     "StorageWeakRef",
     "_extract_fwd_bwd_modules",
     "_extract_fwd_bwd_outputs",

@@ -120,8 +120,7 @@ def _raising_graphremat_errors(
             ):
                 out = fn(*args, **kwargs)
             problem = regions.end_step() if regions is not None else None
-            if problem is not None and not regions.warned:
-                regions.warned = True
+            if problem is not None:
                 warnings.warn(problem, RuntimeWarning, stacklevel=2)
             if plans is not None and not plans and _needs_grad(out):
                 warnings.warn(

@@ -22,7 +22,7 @@ from .budget import Budget
 from .errors import GraphRematError, InfeasibleBudget, find_cause
 from .inductor_check import InductorMemory
 from .planner import ConfigError, Options, Partitioner
-from .regions import Regions, current_region_key
+from .regions import Compile, Regions, current_region_key
 from .report import Plan
 
 #: how many times a region is planned again when Inductor's code overshoots the budget
@@ -53,9 +53,20 @@ class GraphrematBackend:
             return _PlanPerShape(self, gm, region)
         return self._compile(gm, example_inputs, region)
 
-    def _compile(self, gm: torch.fx.GraphModule, example_inputs, region: object):
+    def _compile(
+        self,
+        gm: torch.fx.GraphModule,
+        example_inputs,
+        region: object,
+        again: Compile | None = None,
+    ):
+        """Plan and compile one region; ``again``: a compile planned again (for the runs a
+        step made, graphremat.regions) on the inputs of its next run."""
         regions = self.partitioner.regions
-        compile_ = regions.begin(region, P.TracingContext.get_traced_code())
+        if again is None:
+            compile_ = regions.begin(region, P.TracingContext.get_traced_code())
+        else:
+            compile_ = regions.current = again
         if self.options.codegen == "eager":
             backend = P.aot_autograd(
                 fw_compiler=P.boxed_nop,
@@ -65,8 +76,12 @@ class GraphrematBackend:
             compiled = backend(gm, example_inputs)
         else:
             compiled = self._compile_inductor(gm, example_inputs)
+        if again is not None or compile_.plan is None or regions.model is None:
+            return compiled
         # each run of a planned region is noted, to check the step against the plans
-        return regions.tracked(compiled, compile_) if compile_.plan is not None else compiled
+        return regions.tracked(
+            compiled, compile_, lambda inputs: self._compile(gm, inputs, region, compile_)
+        )
 
     def _compile_inductor(self, gm: torch.fx.GraphModule, example_inputs):
         """Compile with Inductor and hold the plan against the peak of the code Inductor

@@ -18,8 +18,9 @@ class's ``forward`` is the compiled code). Earlier compiles of k in the same ste
 one other run (counted by what they hold); the remaining ``runs - 1 - earlier`` runs use this
 plan, so the solver counts its saved values that many more times (``held_copies``) and its
 held inputs as fixed bytes. Each run of a planned region is noted; after every call of the
-compiled model the runs are replayed against the plans and a run whose whole-step peak exceeds
-its budget (an unpredicted run, another order) gives a warning.
+compiled model the runs are replayed against the plans; a run whose whole-step peak exceeds
+its budget (an unpredicted run, another order) gives a warning, and its compile is planned
+again before its next run, for the runs the step made (``Regions.end_step``).
 
 Regions are keyed by Dynamo's frame id (under DistributedDataParallel, by frame id and the
 gradient bucket at which Dynamo's DDPOptimizer split the frame's graph): they are compiled in
@@ -33,6 +34,7 @@ full budget, with a warning.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +84,12 @@ class Compile:
     others_bytes: int = 0  # bytes of other runs and earlier regions the plan counts, fixed part
     activation_bytes: int = 0  # the region's non-parameter inputs (held until its backward)
     plan: object = None  # its Plan, once made
+    # set by Regions.end_step when a step's runs exceeded the plan's budget: (runs of this
+    # compile, bytes other compiles' runs hold) before its worst run, to plan it again with
+    replan: tuple[int, int] | None = None
+    replans: int = 0
+    recompile: Callable | None = None  # compiles the region again for given inputs
+    impl: Callable | None = None  # the compiled region now in use
 
     @property
     def held_bytes(self) -> int:
@@ -129,7 +137,6 @@ class Regions:
         self.current: Compile | None = None  # the compile being planned
         self.step = 0  # top-level calls so far (see begin_step)
         self.ran: list[Compile] = []  # compiles run during the current top-level call
-        self.warned = False
 
     # ---------------------------------------------------------------- planning
     def begin(self, key: object, codes: list | None = None) -> Compile:
@@ -145,6 +152,10 @@ class Regions:
         if self.model_bytes is None or c is None:
             return 0, 0
         c.activation_bytes = activation_bytes
+        if c.replan is not None:  # planned again with the runs a step made (end_step)
+            c.held_copies, others = c.replan
+            c.others_bytes = others + c.held_copies * activation_bytes
+            return max(0, self.model_bytes - own_bytes) + c.others_bytes, c.held_copies
         # regions first compiled before this one run before it (a recompile keeps its place)
         latest: dict[object, Compile] = {}
         for d in self.compiles:
@@ -180,41 +191,74 @@ class Regions:
         self.ran = []
 
     def end_step(self) -> str | None:
-        """The top-level call returned: check the runs it made against their plans. Returns a
-        message if a run's whole-step peak (its own peak plus what the runs before it hold)
-        exceeds its budget, else None."""
+        """The top-level call returned: replay the runs it made against their plans (each
+        run's own peak plus what the runs before it hold). A compile whose run exceeded its
+        budget is planned again before its next run, counting the runs this step made (at most
+        MAX_REPLANS times). Returns a message for a warning if a run exceeded its budget."""
         ran, self.ran = self.ran, []
-        held, worst = 0, None
+        held, worst = 0, {}
+        before: dict[Compile, int] = {}  # runs of each compile so far
         for c in ran:
             plan = c.plan
-            own = plan.predicted_peak_bytes - plan.others_held_bytes
-            need = own + held
-            if need > plan.budget_bytes and (worst is None or need - plan.budget_bytes > worst[0]):
-                worst = (need - plan.budget_bytes, need, plan, c)
+            need = plan.predicted_peak_bytes - plan.others_held_bytes + held
+            over = need - plan.budget_bytes
+            if over > 0 and over > worst.get(c, (0,))[0]:
+                mine = before.get(c, 0)
+                worst[c] = (over, need, (mine, held - mine * c.held_bytes))
+            before[c] = before.get(c, 0) + 1
             held += c.held_bytes
-        if worst is None:
+        if not worst:
             return None
-        over, need, plan, c = worst
-        runs = sum(1 for d in ran if d.key == c.key)
-        return (
+        again = []
+        for c, (_, _, terms) in worst.items():
+            if c.recompile is not None and c.replans < MAX_REPLANS:
+                c.replan, c.replans = terms, c.replans + 1
+                again.append(c)
+        c, (over, need, _) = max(worst.items(), key=lambda kv: kv[1][0])
+        runs = sum(1 for d in ran if d is c)
+        what = (
             f"graphremat: this step ran its compiled regions in a way their plans did not "
-            f"foresee (a region planned for {c.runs} run(s) per step ran {runs} times, e.g. a "
-            f"module with a graph break called more often than the model has such modules, or "
-            f"regions in another order): with what the earlier runs hold, a run peaks at "
-            f"{need} bytes, {over} over its budget "
-            f"{plan.budget_bytes}. The budget is NOT a promise for this step. Remove the graph "
-            f"break (fullgraph=True shows where), or lower the budget by {over} bytes."
+            f"foresee (a region planned for {c.runs} run(s) per step ran {runs} times, with "
+            f"other regions between its runs, or in another order): with what the earlier runs "
+            f"hold, a run peaked at {need} bytes (predicted), {over} over its budget "
+            f"{c.plan.budget_bytes}. "
+        )
+        if len(again) == len(worst):
+            return what + (
+                f"graphremat plans {len(again)} region(s) again, before their next run, for the "
+                "runs this step made."
+            )
+        return what + (
+            "The budget is NOT a promise for this step. Remove the graph break (fullgraph=True "
+            f"shows where), or lower the budget by {over} bytes."
         )
 
-    def tracked(self, fn, compile_: Compile):
-        """``fn`` (a compiled region), noting each run in the current step's ledger."""
+    def tracked(self, fn: Callable, compile_: Compile, recompile: Callable) -> Callable:
+        """``fn`` (a compiled region), noting each run in the current step's ledger, and
+        compiled again by ``recompile(inputs)`` before a run if end_step asked for it."""
+        compile_.impl, compile_.recompile = fn, recompile
 
         @functools.wraps(fn)
-        def run(*args, **kwargs):
+        def run(*args):
+            boxed = len(args) == 1 and isinstance(args[0], list)
+            inputs = list(args[0]) if boxed else list(args)
+            if any(isinstance(a, P.FakeTensor) for a in inputs):
+                # a run while compiling (DDP's optimizer propagates fake tensors through the
+                # compiled pieces): not part of a step
+                return compile_.impl(*args)
+            if compile_.replan is not None:
+                try:
+                    compile_.impl = compile_.recompile(inputs)
+                finally:
+                    compile_.replan = None
             self.ran.append(compile_)
-            return fn(*args, **kwargs)
+            return compile_.impl(*args)
 
         return run
+
+
+#: times one compile is planned again for the runs a step made (Regions.end_step)
+MAX_REPLANS = 3
 
 
 def runs_per_step(model: torch.nn.Module | None, codes: list | None) -> int:

@@ -148,15 +148,64 @@ def test_a_region_that_runs_once_per_block_counts_the_other_runs():
     assert peak > max(p.predicted_peak_bytes - p.others_held_bytes for p in plans)
 
 
-def test_runs_the_model_does_not_predict_are_reported():
-    """One block module called three times: its regions are planned for one run per step
-    (one such module in the model), so the step's check warns that the budget does not hold."""
+def test_runs_the_model_does_not_predict_are_planned_again(monkeypatch):
+    """One block module called three times: the model has one such module, so its regions are
+    planned for one run per step. The first step's replay finds the runs over the budget and
+    plans them again for the next step, which fits; with no re-plans left, the step warns that
+    the budget is not a promise."""
     torch.manual_seed(0)
     model, inputs = Repeated(shared=True), (torch.randn(512, 128),)
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    budget = max(p.unconstrained_peak_bytes for p in probe.graphremat_plans)
+    # saving everything, the last block's run needs 3.67 MB; the smallest plan for three runs
+    # per step 3.15 MB
+    budget = 3_500_000
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    with pytest.warns(RuntimeWarning, match=r"ran 2 times.*plans 1 region\(s\) again"):
+        train_step(cmodel, inputs)
+    assert all(p.runs_per_step == 1 for p in cmodel.graphremat_plans)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs), mine, loss)
+    assert len(cmodel.graphremat_plans) > 2  # planned again
+    assert measured_peak(mine, cmodel, inputs) <= budget
+
+    # below the smallest plan for three runs: planning again raises the usual typed error
+    cmodel = graphremat.compile(copy.deepcopy(model), budget=3_100_000, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="plans 2 region"):
+        train_step(cmodel, inputs)
+    with pytest.raises(graphremat.InfeasibleBudget) as info:
+        train_step(cmodel, inputs)
+    assert 3_100_000 < info.value.min_feasible_bytes < 3_500_000
+
+    monkeypatch.setattr(graphremat.regions, "MAX_REPLANS", 0)
     cmodel = graphremat.compile(copy.deepcopy(model), budget=budget, codegen="eager")
     with pytest.warns(RuntimeWarning, match="budget is NOT a promise for this step"):
         train_step(cmodel, inputs)
-    assert all(p.runs_per_step == 1 for p in cmodel.graphremat_plans)
+
+
+def test_one_compile_per_half_serves_every_block():
+    """When the first block's input needs a gradient too, each half is compiled once and runs
+    for all three blocks: each plan counts its two other runs (held_copies), the second half's
+    also the first half's three, and the step fits without a warning."""
+    torch.manual_seed(0)
+    model = Repeated()
+    inputs = (torch.randn(512, 128, requires_grad=True),)
+    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
+    train_step(probe, inputs)
+    assert len(probe.graphremat_plans) == 2  # one compile per half, for all three blocks
+    budget = max(
+        (p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in probe.graphremat_plans
+    )
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs), mine, loss)
+    first, second = cmodel.graphremat_plans
+    assert first.others_held_bytes == 2 * first.held_bytes
+    assert second.others_held_bytes == 3 * first.held_bytes + 2 * second.held_bytes
+    assert second.recomputed
+    peak = measured_peak(mine, cmodel, inputs)
+    assert peak <= budget, (peak, budget)
