@@ -172,12 +172,12 @@ class Partitioner(P.CustomPartitionerFn):
         static_idx = kwargs.get("static_lifetime_input_indices") or []
         primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
         static_nodes = {p for i, p in enumerate(primals) if i in set(static_idx)}
-        outside, held_copies = self.regions.outside(
-            _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx),
-            _activation_bytes(joint, primals, static_idx),
-        )
-        try:
-            fw, bw, plan = make_plan_on_every_rank(
+        own = _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
+        activations = _activation_bytes(joint, primals, static_idx)
+
+        def plan_it(reused: bool):
+            outside, held_copies = self.regions.outside(own, activations, reused=reused)
+            return make_plan_on_every_rank(
                 joint,
                 num_fwd_outputs,
                 self.options,
@@ -187,6 +187,18 @@ class Partitioner(P.CustomPartitionerFn):
                 held_copies=held_copies,
                 annotate=self._annotate,
             )
+
+        try:
+            try:
+                fw, bw, plan = plan_it(reused=True)
+            except InfeasibleBudget:
+                # planned as if the region's later runs reuse this compile, nothing fits; they
+                # may not (the first block, whose input needs no gradient, gets its own): plan
+                # for this run alone; the step's replay plans it again if they do reuse it
+                if not self.regions.current or not self.regions.current.held_copies:
+                    raise
+                log.info("graphremat: planning this region for its own run only")
+                fw, bw, plan = plan_it(reused=False)
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
                 raise

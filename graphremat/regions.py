@@ -81,6 +81,7 @@ class Compile:
     step: int  # the ledger's step (top-level call) during which it was compiled
     runs: int  # runs per step predicted for its region
     held_copies: int = 0  # other runs of this plan the plan counts (solver's held_copies)
+    reused: bool = True  # planned as serving the region's later runs in the step too
     others_bytes: int = 0  # bytes of other runs and earlier regions the plan counts, fixed part
     activation_bytes: int = 0  # the region's non-parameter inputs (held until its backward)
     plan: object = None  # its Plan, once made
@@ -99,14 +100,15 @@ class Compile:
 
 
 def fsdp2_buffer_bytes(model: torch.nn.Module) -> int:
-    """FSDP2's own buffers beside a compiled block (``fully_shard`` modules): while one block
-    runs, the next block's all-gathered parameters (prefetched) and the previous block's
-    unsharded gradients (the reduce-scatter's input) are alive, outside the compiled graphs,
-    and, depending on when the asynchronous collectives finish, one more such buffer (measured
-    on CPU with gloo: the step's peak varies by one block's parameter bytes from run to run).
-    The outermost module's own parameters stay unsharded from its forward to the end of the
-    backward, with their unsharded gradients. Counted as three times the largest module's
-    unsharded parameter bytes plus twice the outermost's; 0 without FSDP2."""
+    """FSDP2's own buffers beside a compiled block (``fully_shard`` modules), allocated by its
+    hooks outside the compiled graphs: while one block runs, the next block's all-gathered
+    parameters (prefetched), the previous block's unsharded gradients (the reduce-scatter's
+    input) and, depending on when the asynchronous collectives finish, one more such buffer;
+    the outermost module's parameters stay all-gathered from its forward to the end of the
+    backward, with its all-gather and reduce-scatter buffers and unsharded gradients. Counted
+    as three times the largest module's unsharded parameter bytes plus five times the
+    outermost's own (the worst case of 12 runs of the 2-rank test on CPU with gloo); 0
+    without FSDP2."""
     from torch.distributed.fsdp import FSDPModule
 
     largest, root = 0, None
@@ -122,7 +124,7 @@ def fsdp2_buffer_bytes(model: torch.nn.Module) -> int:
         own = sum(p.numel() * p.element_size() for p in m.parameters() if id(p) not in inner)
         largest = max(largest, own)
         root = own if root is None else root
-    return 3 * largest + 2 * (root or 0)
+    return 3 * largest + 5 * (root or 0)
 
 
 class Regions:
@@ -145,32 +147,42 @@ class Regions:
         self.current = Compile(key, self.step, runs)
         return self.current
 
-    def outside(self, own_bytes: int, activation_bytes: int) -> tuple[int, int]:
+    def outside(
+        self, own_bytes: int, activation_bytes: int, *, reused: bool = True
+    ) -> tuple[int, int]:
         """``(bytes other regions and other runs keep alive while the current compile runs,
-        held_copies for its solver)``. See the module docstring."""
+        held_copies for its solver)``. See the module docstring. ``reused=False``: the
+        region's later runs in this step are assumed to get compiles of their own (no
+        held_copies)."""
         c = self.current
         if self.model_bytes is None or c is None:
             return 0, 0
         c.activation_bytes = activation_bytes
+        c.reused = reused
         if c.replan is not None:  # planned again with the runs a step made (end_step)
             c.held_copies, others = c.replan
             c.others_bytes = others + c.held_copies * activation_bytes
             return max(0, self.model_bytes - own_bytes) + c.others_bytes, c.held_copies
-        # regions first compiled before this one run before it (a recompile keeps its place)
-        latest: dict[object, Compile] = {}
+        # regions first compiled before this one run before it (a recompile keeps its place);
+        # each with its runs: those of its compiles in this step (the first block's own,
+        # say), the rest on its latest compile
+        keys: list = []
         for d in self.compiles:
             if d.key == c.key:
                 break
-            latest[d.key] = d
-        for d in self.compiles:
-            if d.key in latest:
-                latest[d.key] = d
+            if d.key not in keys:
+                keys.append(d.key)
+        earlier = 0
+        for key in keys:
+            mine = [d for d in self.compiles if d.key == key]
+            now = [d for d in mine if d.step == c.step] or mine[-1:]
+            rest = max(0, now[-1].runs - len(now)) if now[-1].reused else 0
+            earlier += sum(d.held_bytes for d in now) + rest * now[-1].held_bytes
         same_step = [d for d in self.compiles if d.key == c.key and d.step == c.step]
-        earlier = sum(d.held_bytes * d.runs for d in latest.values())
         # earlier compiles of this region in this step serve other runs (e.g. the first
         # block, whose input needs no gradient); the remaining runs use this plan
         same = same_step[-(c.runs - 1) :] if c.runs > 1 else []
-        c.held_copies = max(0, c.runs - 1 - len(same))
+        c.held_copies = max(0, c.runs - 1 - len(same)) if reused else 0
         mine = sum(d.held_bytes for d in same) + c.held_copies * activation_bytes
         c.others_bytes = earlier + mine
         return max(0, self.model_bytes - own_bytes) + earlier + mine, c.held_copies

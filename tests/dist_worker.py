@@ -174,11 +174,23 @@ def fsdp2(rank: int) -> dict:
 
     ref = shard(copy.deepcopy(model))
     ref_loss = step(ref, x)
+    # the budget: between the block graph's smallest peak and its peak without remat
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = graphremat.compile(
+            shard(copy.deepcopy(model)), budget=10**9, codegen="eager", time_limit_s=2
+        )
+        step(probe, x)
+    # (the head's region, after every block's run, has nothing to recompute: its minimum is
+    # the floor; the blocks' graph must recompute below its peak without remat)
+    block = probe.graphremat_plans[1]  # blocks 1 and 2 (block 0's input needs no gradient)
+    floor = max(p.min_feasible_bytes for p in probe.graphremat_plans)
+    budget = (floor + block.unconstrained_peak_bytes) // 2
     mine = shard(copy.deepcopy(model))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cmodel = graphremat.compile(mine, budget=1.0, codegen="eager", time_limit_s=2)
-    loss = step(cmodel, x)
+        cmodel = graphremat.compile(mine, budget=budget, codegen="eager", time_limit_s=2)
+        loss = step(cmodel, x)
     grads = local_grads(mine)
     mine.zero_grad(set_to_none=False)
     return {
@@ -188,6 +200,7 @@ def fsdp2(rank: int) -> dict:
         "ref_grads": local_grads(ref),
         "plans": [summary(p) for p in cmodel.graphremat_plans],
         "warnings": [str(w.message) for w in caught],
+        "budget": budget,
         "peak": measure_peak_memory(lambda *_: step(cmodel, x), mine, x),
     }
 

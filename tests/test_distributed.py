@@ -135,19 +135,16 @@ def test_fsdp2_gradients_and_identical_plans(tmp_path):
         assert_grads_match(r)
         assert r["plans"]
         # one compiled block graph runs for every block: its plans count the other blocks'
-        # runs and FSDP2's buffers (with one block's parameters of room for the collectives'
-        # timing: measured peaks here vary by up to 1.3 MB from run to run); the measured peak
-        # stays below the prediction, up to 0.1 % (FSDP2 is modelled, not replayed, hence the
-        # warning)
+        # runs and FSDP2's buffers (a model of them: measured peaks vary by up to 0.8 MB from
+        # run to run with the collectives' timing), hence the warning; the step fits
         assert any("under FSDP2 the budget is not a strict promise" in w for w in r["warnings"])
+        assert not any("did not foresee" in w for w in r["warnings"])
         blocks = [p for p in r["plans"] if p["runs_per_step"] == 3]
-        assert blocks
-        predicted = max(p["predicted_peak_bytes"] for p in r["plans"])
-        assert r["peak"] <= predicted * 1.001, (r["peak"], predicted)
-        assert max(p["budget_bytes"] for p in r["plans"]) >= predicted
+        assert blocks and any(p["recomputed"] for p in blocks)
+        assert r["peak"] <= max(p["predicted_peak_bytes"] for p in r["plans"]) <= r["budget"]
         # counting one block's run alone would have promised far less than the step needs
         alone = max(p["predicted_peak_bytes"] - p["others_held_bytes"] for p in blocks)
-        assert r["peak"] > 1.2 * alone
+        assert r["peak"] > alone
         for plan in r["plans"]:
             assert not any(_is_collective(op) for _, op, _, _ in plan["tensors"])
 
