@@ -35,12 +35,22 @@ def broken():
     return Broken(), (torch.randn(512, 128),)
 
 
+def _probe(model, inputs) -> list:
+    """The plans of ``model`` under an unlimited budget (each region saves everything)."""
+    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
+    train_step(probe, inputs)
+    return probe.graphremat_plans
+
+
+def _midway(plans) -> int:
+    """A budget between the regions' smallest peaks and their peaks without remat."""
+    return max((p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in plans)
+
+
 def test_regions_share_one_budget(broken):
     model, inputs = broken
     # the budget: between the second region's smallest peak and its peak without remat
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    first, second = probe.graphremat_plans
+    _, second = _probe(model, inputs)
     budget = (second.min_feasible_bytes + second.unconstrained_peak_bytes) // 2
 
     mine = copy.deepcopy(model)
@@ -125,11 +135,7 @@ def test_a_region_that_runs_once_per_block_counts_the_other_runs():
     plan counts them (3 runs per step, from the model's structure) and the step fits."""
     torch.manual_seed(0)
     model, inputs = Repeated(), (torch.randn(512, 128),)
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    budget = max(
-        (p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in probe.graphremat_plans
-    )
+    budget = _midway(_probe(model, inputs))
 
     mine = copy.deepcopy(model)
     cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
@@ -191,12 +197,9 @@ def test_one_compile_per_half_serves_every_block():
     torch.manual_seed(0)
     model = Repeated()
     inputs = (torch.randn(512, 128, requires_grad=True),)
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    assert len(probe.graphremat_plans) == 2  # one compile per half, for all three blocks
-    budget = max(
-        (p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in probe.graphremat_plans
-    )
+    plans = _probe(model, inputs)
+    assert len(plans) == 2  # one compile per half, for all three blocks
+    budget = _midway(plans)
     mine = copy.deepcopy(model)
     cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
     with warnings.catch_warnings():
@@ -218,15 +221,9 @@ def test_predicted_runs_that_do_not_come_do_not_fail_a_feasible_budget(monkeypat
     budget still compiles, nothing is counted for the missing runs, and the step fits."""
     torch.manual_seed(0)
     model, inputs = Broken(), (torch.randn(512, 128),)
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    budget = max(
-        (p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in probe.graphremat_plans
-    )
+    budget = _midway(_probe(model, inputs))
     monkeypatch.setattr(graphremat.regions, "runs_per_step", lambda model, codes: 50)
-    probe = graphremat.compile(copy.deepcopy(model), budget=10**9, codegen="eager")
-    train_step(probe, inputs)
-    first = probe.graphremat_plans[0]
+    first = _probe(model, inputs)[0]
     assert first.runs_per_step == 50 and first.others_held_bytes == 49 * first.held_bytes
     assert budget < first.min_feasible_bytes  # no plan fits 49 other runs
 
