@@ -234,6 +234,11 @@ def wrapper_peak_memory(
     return int(peak), outputs
 
 
+def profiler_enabled() -> bool:
+    """True while a torch profiler session runs in this process."""
+    return bool(torch.autograd.profiler._is_profiler_enabled)
+
+
 def graph_break_reason(gm) -> object:
     """Dynamo's ``GraphCompileReason`` when ``gm`` ends at a graph break, else None."""
     return getattr(gm, "compile_subgraph_reason", None)

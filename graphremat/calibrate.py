@@ -111,6 +111,12 @@ def _measure(gm: fx.GraphModule) -> dict[str, int]:
         return {k: v for k, v in runner.cuda_workspace.items() if v > 0}
     from torch.profiler import ProfilerActivity, profile
 
+    if P.profiler_enabled():
+        # a compile inside a profiled call (a region planned again, a new input shape, inside
+        # measure_peak_memory): a second profiler would end the caller's session
+        raise RuntimeError(
+            "a profiler is already running; the plan counts no workspace for this graph's ops"
+        )
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         runner.run()
     ranges, mem = [], []

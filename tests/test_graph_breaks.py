@@ -171,10 +171,14 @@ def test_runs_the_model_does_not_predict_are_planned_again(monkeypatch):
     assert all(p.runs_per_step == 1 for p in cmodel.graphremat_plans)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
+        # the step that plans again, measured (the planning's own calibration must not end
+        # the measurement's profiler session)
+        replanning = measured_peak(mine, cmodel, inputs)
         loss = train_step(cmodel, inputs)
     assert_matches(reference(model, inputs), mine, loss)
     assert len(cmodel.graphremat_plans) > 2  # planned again
-    assert measured_peak(mine, cmodel, inputs) <= budget
+    peak = measured_peak(mine, cmodel, inputs)
+    assert peak <= replanning <= budget  # (planning itself allocates a little)
 
     # below the smallest plan for three runs: planning again raises the usual typed error
     cmodel = graphremat.compile(copy.deepcopy(model), budget=3_100_000, codegen="eager")

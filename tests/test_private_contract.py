@@ -152,3 +152,12 @@ def test_dynamo_names_the_code_it_traces_and_resume_functions_their_origin():
     torch.compile(f, backend=backend)(torch.ones(3))
     assert codes[0] is f.__code__
     assert codes[1] is not f.__code__ and _original_code(codes[1]) is f.__code__
+
+
+def test_profiler_enabled_tracks_a_profiler_session():
+    """graphremat.calibrate does not start a second profiler inside a caller's (it would end
+    the caller's session: measure_peak_memory around a step that compiles)."""
+    assert not P.profiler_enabled()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        assert P.profiler_enabled()
+    assert not P.profiler_enabled()
