@@ -190,15 +190,30 @@ class Partitioner(P.CustomPartitionerFn):
 
         try:
             try:
-                fw, bw, plan = plan_it(reused=True)
-            except InfeasibleBudget:
-                # planned as if the region's later runs reuse this compile, nothing fits; they
-                # may not (the first block, whose input needs no gradient, gets its own): plan
-                # for this run alone; the step's replay plans it again if they do reuse it
-                if not self.regions.current or not self.regions.current.held_copies:
+                try:
+                    fw, bw, plan = plan_it(reused=True)
+                except InfeasibleBudget:
+                    # planned as if the region's later runs reuse this compile, nothing fits;
+                    # they may not (the first block, whose input needs no gradient, gets its
+                    # own): plan for this run alone; the step's replay plans it again if they
+                    # do reuse it
+                    if not self.regions.current or not self.regions.current.held_copies:
+                        raise
+                    log.info("graphremat: planning this region for its own run only")
+                    fw, bw, plan = plan_it(reused=False)
+            except InfeasibleBudget as e:
+                c = self.regions.current
+                if c is None or not c.earlier_bytes:
                     raise
-                log.info("graphremat: planning this region for its own run only")
-                fw, bw, plan = plan_it(reused=False)
+                raise InfeasibleBudget(
+                    e.budget_bytes,
+                    e.min_feasible_bytes,
+                    f"(This region runs after other compiled regions of the step, which hold "
+                    f"{c.earlier_bytes} bytes for their backward as planned before it: "
+                    "graphremat plans regions one at a time, so plans that recompute more in "
+                    "the earlier regions might fit a lower budget. Remove the graph breaks "
+                    "(fullgraph=True shows where) to plan the step as one region.)",
+                ) from None
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
                 raise

@@ -83,6 +83,7 @@ class Compile:
     held_copies: int = 0  # other runs of this plan the plan counts (solver's held_copies)
     reused: bool = True  # planned as serving the region's later runs in the step too
     others_bytes: int = 0  # bytes of other runs and earlier regions the plan counts, fixed part
+    earlier_bytes: int = 0  # of which earlier regions (other keys) hold
     activation_bytes: int = 0  # the region's non-parameter inputs (held until its backward)
     plan: object = None  # its Plan, once made
     # set by Regions.end_step when a step's runs exceeded the plan's budget: (runs of this
@@ -162,6 +163,7 @@ class Regions:
         if c.replan is not None:  # planned again with the runs a step made (end_step)
             c.held_copies, others = c.replan
             c.others_bytes = others + c.held_copies * activation_bytes
+            c.earlier_bytes = 0  # (runs of this region and others: not told apart here)
             return max(0, self.model_bytes - own_bytes) + c.others_bytes, c.held_copies
         # regions first compiled before this one run before it (a recompile keeps its place);
         # each with its runs: those of its compiles in this step (the first block's own,
@@ -184,7 +186,7 @@ class Regions:
         same = same_step[-(c.runs - 1) :] if c.runs > 1 else []
         c.held_copies = max(0, c.runs - 1 - len(same)) if reused else 0
         mine = sum(d.held_bytes for d in same) + c.held_copies * activation_bytes
-        c.others_bytes = earlier + mine
+        c.others_bytes, c.earlier_bytes = earlier + mine, earlier
         return max(0, self.model_bytes - own_bytes) + earlier + mine, c.held_copies
 
     def record(self, plan) -> None:

@@ -291,3 +291,17 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
     message = regions.end_step()
     assert "ran 4 times" in message and "plans 1 region(s) again" in message
     assert c1.replan == (3, 60) and c0.replan is None
+
+
+def test_a_later_region_that_does_not_fit_says_why(broken):
+    """Below the second region's smallest budget (given what the first one saved, planned
+    before it), the error names that minimum and says that regions are planned one at a time."""
+    model, inputs = broken
+    _, second = _probe(model, inputs)
+    cmodel = graphremat.compile(
+        copy.deepcopy(model), budget=second.min_feasible_bytes - 1, codegen="eager"
+    )
+    with pytest.raises(graphremat.InfeasibleBudget, match="plans regions one at a time") as info:
+        train_step(cmodel, inputs)
+    assert info.value.min_feasible_bytes == second.min_feasible_bytes
+    assert "fullgraph=True" in str(info.value)
