@@ -73,8 +73,8 @@ def compile(
         warnings.warn(
             "graphremat: under FSDP2 the budget is not a strict promise for the whole step: "
             "graphremat counts the other blocks' saved activations and FSDP2's own buffers "
-            "(all-gathered parameters, unsharded gradients) by a model of FSDP2 measured on "
-            "CPU with gloo (within 0.1 %), not by replaying FSDP2. Leave headroom, and measure "
+            "(all-gathered parameters, unsharded gradients) by a model of FSDP2 fitted to "
+            "measurements on CPU with gloo, not by replaying FSDP2. Leave headroom, and measure "
             "the step (graphremat.measure_peak_memory).",
             RuntimeWarning,
             stacklevel=2,
@@ -104,9 +104,9 @@ def _raising_graphremat_errors(
     step eagerly, without any plan, so the budget would silently not hold (every new input
     shape needs its own plan; other compiles of the same model class count towards the limit).
     If a training call still ran without any plan (Dynamo had given up on the model's code
-    before graphremat saw it), warns: the budget is then not enforced. With ``regions``, checks
+    before graphremat saw it), warns: the budget is then not enforced. With ``regions``, replays
     each call's runs of the compiled regions against their plans (graphremat.regions) and
-    warns once if a run's whole-step peak would exceed its budget.
+    warns where a run's whole-step peak exceeds its budget (the region is then planned again).
     """
 
     @functools.wraps(fn)

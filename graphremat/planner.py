@@ -189,31 +189,7 @@ class Partitioner(P.CustomPartitionerFn):
             )
 
         try:
-            try:
-                try:
-                    fw, bw, plan = plan_it(reused=True)
-                except InfeasibleBudget:
-                    # planned as if the region's later runs reuse this compile, nothing fits;
-                    # they may not (the first block, whose input needs no gradient, gets its
-                    # own): plan for this run alone; the step's replay plans it again if they
-                    # do reuse it
-                    if not self.regions.current or not self.regions.current.held_copies:
-                        raise
-                    log.info("graphremat: planning this region for its own run only")
-                    fw, bw, plan = plan_it(reused=False)
-            except InfeasibleBudget as e:
-                c = self.regions.current
-                if c is None or not c.earlier_bytes:
-                    raise
-                raise InfeasibleBudget(
-                    e.budget_bytes,
-                    e.min_feasible_bytes,
-                    f"(This region runs after other compiled regions of the step, which hold "
-                    f"{c.earlier_bytes} bytes for their backward as planned before it: "
-                    "graphremat plans regions one at a time, so plans that recompute more in "
-                    "the earlier regions might fit a lower budget. Remove the graph breaks "
-                    "(fullgraph=True shows where) to plan the step as one region.)",
-                ) from None
+            fw, bw, plan = self._plan_in_step(plan_it)
         except (InfeasibleBudget, SolverFailed) as e:
             if self.options.fallback != "pytorch":
                 raise
@@ -235,6 +211,35 @@ class Partitioner(P.CustomPartitionerFn):
         if self.plan_only:
             raise PlanReady(plan)
         return fw, bw
+
+    def _plan_in_step(self, plan_it: Callable) -> tuple:
+        """``plan_it(reused=True)``: the region's later runs in this step reuse this compile
+        (graphremat.regions). Where nothing fits that, the later runs may not reuse it (the
+        first block, whose input needs no gradient, gets its own compile): plan for this run
+        alone; the step's replay plans it again if they do. An InfeasibleBudget caused by what
+        earlier regions hold says so."""
+        c = self.regions.current
+        try:
+            return plan_it(reused=True)
+        except InfeasibleBudget as e:
+            error = e
+        if c is not None and c.held_copies:
+            log.info("graphremat: planning this region for its own run only")
+            try:
+                return plan_it(reused=False)
+            except InfeasibleBudget as e:
+                error = e
+        if c is None or not c.earlier_bytes:
+            raise error
+        raise InfeasibleBudget(
+            error.budget_bytes,
+            error.min_feasible_bytes,
+            f"(This region runs after other compiled regions of the step, which hold "
+            f"{c.earlier_bytes} bytes for their backward as planned before it: graphremat "
+            "plans regions one at a time, so plans that recompute more in the earlier regions "
+            "might fit a lower budget. Remove the graph breaks (fullgraph=True shows where) to "
+            "plan the step as one region.)",
+        )
 
     def _annotate(self, plan: Plan) -> Plan:
         """``plan`` with its region's fields (graphremat.regions): runs per step, what one run
