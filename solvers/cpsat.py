@@ -190,7 +190,7 @@ def build_model(
     for v in cand:
         a = g.nodes[v]
         mem, tr = a["mem_bytes"] // unit, a["transient_bytes"] // unit
-        if mem and a["savable"] and a["required"] and not a["pinned"]:
+        if _saving_costs(a, unit):
             start = problem.last_fwd_use(v) + 1
             end = m.new_int_var(num_f, horizon, f"save_end[{v}]")
             m.add(end == num_f + last[v] + 1)
@@ -246,6 +246,12 @@ def fixed_intervals(m: cp_model.CpModel, problem: RematProblem, unit: int) -> tu
             demands.append(profile[t] // unit)
         t = t1 + 1
     return intervals, demands
+
+
+def _saving_costs(a: dict, unit: int) -> bool:
+    """A candidate (node attributes ``a``) whose saving keeps bytes alive beyond its forward
+    use: it has bytes, can be saved, and is not alive to the end anyway (pinned)."""
+    return bool(a["mem_bytes"] // unit) and a["savable"] and a["required"] and not a["pinned"]
 
 
 def _capacity_hi(problem: RematProblem, unit: int) -> int:
@@ -401,10 +407,7 @@ def _add_crossing_rows(
             == sum(
                 (g.nodes[v]["mem_bytes"] // unit) * save[v]
                 for v in cand
-                if g.nodes[v]["mem_bytes"] // unit
-                and g.nodes[v]["savable"]
-                and g.nodes[v]["required"]
-                and not g.nodes[v]["pinned"]
+                if _saving_costs(g.nodes[v], unit)
             )
         )
     # rows with equal members differ only in their constant: keep the largest

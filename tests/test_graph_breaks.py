@@ -47,6 +47,18 @@ def _midway(plans) -> int:
     return max((p.min_feasible_bytes + p.unconstrained_peak_bytes) // 2 for p in plans)
 
 
+def _fitting_step(model, inputs, budget):
+    """Compile a copy of ``model`` at ``budget`` and run one training step that must give no
+    RuntimeWarning (no replay over the budget) and eager's gradients. Returns (copy, compiled)."""
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss = train_step(cmodel, inputs)
+    assert_matches(reference(model, inputs), mine, loss)
+    return mine, cmodel
+
+
 def test_regions_share_one_budget(broken):
     model, inputs = broken
     # the budget: between the second region's smallest peak and its peak without remat
@@ -137,12 +149,7 @@ def test_a_region_that_runs_once_per_block_counts_the_other_runs():
     model, inputs = Repeated(), (torch.randn(512, 128),)
     budget = _midway(_probe(model, inputs))
 
-    mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # no "not a promise" warning
-        loss = train_step(cmodel, inputs)
-    assert_matches(reference(model, inputs), mine, loss)
+    mine, cmodel = _fitting_step(model, inputs, budget)
     plans = cmodel.graphremat_plans
     assert plans and all(p.runs_per_step == 3 for p in plans)
     assert any(p.recomputed for p in plans)
@@ -204,12 +211,7 @@ def test_one_compile_per_half_serves_every_block():
     plans = _probe(model, inputs)
     assert len(plans) == 2  # one compile per half, for all three blocks
     budget = _midway(plans)
-    mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        loss = train_step(cmodel, inputs)
-    assert_matches(reference(model, inputs), mine, loss)
+    mine, cmodel = _fitting_step(model, inputs, budget)
     first, second = cmodel.graphremat_plans
     assert first.others_held_bytes == 2 * first.held_bytes
     assert second.others_held_bytes == 3 * first.held_bytes + 2 * second.held_bytes
@@ -231,12 +233,7 @@ def test_predicted_runs_that_do_not_come_do_not_fail_a_feasible_budget(monkeypat
     assert first.runs_per_step == 50 and first.others_held_bytes == 49 * first.held_bytes
     assert budget < first.min_feasible_bytes  # no plan fits 49 other runs
 
-    mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        loss = train_step(cmodel, inputs)
-    assert_matches(reference(model, inputs), mine, loss)
+    mine, cmodel = _fitting_step(model, inputs, budget)
     assert cmodel.graphremat_plans[0].others_held_bytes == 0
     assert measured_peak(mine, cmodel, inputs) <= budget
 
