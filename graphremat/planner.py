@@ -39,7 +39,13 @@ from .solvers import get_solver
 from .solvers.cpsat import MinPeak, min_peak, solve_cpsat
 from .solvers.greedy import greedy_fit
 from .solvers.multi import CopyPlan, evaluate_copies, min_peak_multi, solve_multi
-from .solvers.problem import evaluate, held_bytes, save_all_set
+from .solvers.problem import (
+    evaluate,
+    fixed_between,
+    held_bytes,
+    save_all_set,
+    with_room_between,
+)
 from .solvers.result import SolveResult, SolveStatus
 
 log = logging.getLogger("graphremat")
@@ -175,7 +181,7 @@ class Partitioner(P.CustomPartitionerFn):
         own = _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
         activations = _activation_bytes(joint, primals, static_idx)
 
-        def plan_it(reused: bool):
+        def plan_it(reused: bool, held_cap: int | None = None):
             outside, held_copies = self.regions.outside(own, activations, reused=reused)
             return make_plan_on_every_rank(
                 joint,
@@ -185,6 +191,7 @@ class Partitioner(P.CustomPartitionerFn):
                 outside_bytes=outside,
                 reserve_bytes=self.reserve_bytes,
                 held_copies=held_copies,
+                held_cap=held_cap,
                 annotate=self._annotate,
             )
 
@@ -214,32 +221,97 @@ class Partitioner(P.CustomPartitionerFn):
 
     def _plan_in_step(self, plan_it: Callable) -> tuple:
         """``plan_it(reused=True)``: the region's later runs in this step reuse this compile
-        (graphremat.regions). Where nothing fits that, the later runs may not reuse it (the
-        first block, whose input needs no gradient, gets its own compile): plan for this run
-        alone; the step's replay plans it again if they do. An InfeasibleBudget caused by what
-        earlier regions hold says so."""
+        (graphremat.regions). With held caps (room a later region asked for), the first cap
+        that has a plan. Where nothing fits, the later runs may not reuse it (the first block,
+        whose input needs no gradient, gets its own compile): plan for this run alone; the
+        step's replay plans it again if they do. Where what earlier regions keep for their
+        backward leaves no plan, they make room (``_make_room``)."""
         c = self.regions.current
+        caps, tried = (c.held_caps, []) if c is not None else ([], [])
+        for cap in caps:
+            try:
+                fw, bw, plan = plan_it(reused=True, held_cap=cap)
+            except InfeasibleBudget:
+                tried.append(cap)
+                continue
+            c.held_caps = [cap]  # the region's later compiles keep the room
+            return fw, bw, plan
+        if tried:
+            c.held_caps = []
+            log.info(
+                "graphremat: no plan keeps at most %s bytes for the backward; planning this "
+                "region without room for later regions",
+                tried[-1],
+            )
+        reused = True
         try:
             return plan_it(reused=True)
         except InfeasibleBudget as e:
             error = e
         if c is not None and c.held_copies:
             log.info("graphremat: planning this region for its own run only")
+            reused = False
             try:
                 return plan_it(reused=False)
             except InfeasibleBudget as e:
                 error = e
         if c is None or not c.earlier_bytes:
             raise error
+        pending = c.refresh and c.rooms  # room asked for by this compile, not yet made
+        if pending or self.regions.room_possible(error.budget_bytes, error.min_feasible_bytes):
+            return self._make_room(plan_it, reused, error, ask=not pending)
+        again = (
+            " even after they were planned again to keep less"
+            if c.rooms
+            else ", more than their plans can free"
+        )
         raise InfeasibleBudget(
             error.budget_bytes,
             error.min_feasible_bytes,
             f"(This region runs after other compiled regions of the step, which hold "
-            f"{c.earlier_bytes} bytes for their backward as planned before it: graphremat "
-            "plans regions one at a time, so plans that recompute more in the earlier regions "
-            "might fit a lower budget. Remove the graph breaks (fullgraph=True shows where) to "
-            "plan the step as one region.)",
+            f"{c.earlier_bytes} bytes for their backward{again}: graphremat plans regions one "
+            "at a time, so a joint plan might fit a lower budget. Remove the graph breaks "
+            "(fullgraph=True shows where) to plan the step as one region.)",
         )
+
+    def _make_room(
+        self, plan_it: Callable, reused: bool, error: InfeasibleBudget, ask: bool = True
+    ) -> tuple:
+        """This region has no plan under the budget with what the earlier regions of the step
+        keep for their backward, and they could keep less: they are planned again before their
+        next run with a cap on what they keep (graphremat.regions.Regions.make_room), and this
+        region after them. For now (their forwards may have run) it gets its smallest plan.
+        ``ask=False``: the room is asked for already (a second attempt of this compile, e.g.
+        the Inductor check's), only plan."""
+        budget, least = error.budget_bytes, error.min_feasible_bytes
+        options = self.options
+        self.options = replace(options, budget=Budget(nbytes=least))
+        try:
+            fw, bw, plan = plan_it(reused=reused)
+        finally:
+            self.options = options
+        c = self.regions.current
+        if not ask:
+            return fw, bw, plan
+        held = c.earlier_bytes
+        kept, now_kept, ran = self.regions.make_room(budget, least, plan.unconstrained_peak_bytes)
+        now = (
+            f"this step runs up to {least - budget} bytes over the budget (they already ran); "
+            "the next steps are planned to fit it. To fit the first step too, remove the graph "
+            "breaks (fullgraph=True shows where)."
+            if ran
+            else "they have not run yet in this step, which is planned to fit."
+        )
+        warnings.warn(
+            f"graphremat: a compiled region needs at least {least} bytes with what the "
+            f"{len(c.earlier)} compiled region(s) before it keep for their backward ({held} "
+            f"bytes, saved values and inputs), above the budget of {budget}. graphremat plans "
+            f"those regions again before their next run, keeping at most {kept} of the "
+            f"{now_kept} bytes of saved values they keep now, and this region after them: {now}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return fw, bw, plan
 
     def _annotate(self, plan: Plan) -> Plan:
         """``plan`` with its region's fields (graphremat.regions): runs per step, what one run
@@ -445,13 +517,17 @@ def make_plan(
     reserve_bytes: int = 0,
     adopt: Plan | None = None,
     held_copies: int = 0,
+    held_cap: int | None = None,
     annotate: Callable[[Plan], Plan] | None = None,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     """Plan one joint graph; with ``adopt`` (another rank's plan for the same graph), re-emit
     and replay that plan's saved set instead of solving. ``held_copies``: the graph runs that
     many more times per step, each other run holding its saved values (see
-    :class:`solvers.problem.RematProblem`). ``annotate``: applied to the plan before it is
-    cached or returned (the region's fields, see Partitioner)."""
+    :class:`solvers.problem.RematProblem`). ``held_cap``: the most bytes one run may keep for
+    its backward (room for later regions of the step, graphremat.regions), enforced as a step
+    between the forward and the backward (:func:`solvers.problem.with_room_between`) that the
+    simulator checks too. ``annotate``: applied to the plan before it is cached or returned
+    (the region's fields, see Partitioner)."""
     if annotate is None:
         annotate = _same
     t0 = time.perf_counter()
@@ -469,6 +545,8 @@ def make_plan(
     resident = outside_bytes + held
     cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident, held_copies=held_copies)
     problem = cap.problem
+    room = 0  # bytes kept free between forward and backward (held_cap), set below
+    solve_cap = cap  # what the solvers see (with that step); the rewrite reads ``cap``
 
     def emit(saved, copies=None):
         fw, bw = rewrite(
@@ -479,7 +557,14 @@ def make_plan(
             static_lifetime_input_nodes=static_lifetime_input_nodes,
             copies=copies,
         )
-        sim = simulate(fw, bw, num_fwd_outputs, outside_bytes=resident, held_copies=held_copies)
+        sim = simulate(
+            fw,
+            bw,
+            num_fwd_outputs,
+            outside_bytes=resident,
+            held_copies=held_copies,
+            room_between=room,
+        )
         return fw, bw, sim
 
     keep_all = save_all_set(problem)
@@ -488,6 +573,12 @@ def make_plan(
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
     budget_bytes = options.budget.resolve(unconstrained - held)
     target = budget_bytes + credit  # what the op-level model must fit
+    if held_cap is not None:
+        room = max(0, target - fixed_between(problem) - (1 + held_copies) * held_cap)
+    if room:  # (a cap the budget enforces anyway needs no room)
+        problem = with_room_between(problem, room)
+        solve_cap = replace(cap, problem=problem)
+        ev_all = evaluate(problem, keep_all)
     if adopt is not None:
         replayed = _replay(adopt, problem, emit, budget_bytes, credit)
         if isinstance(replayed, str):
@@ -510,11 +601,16 @@ def make_plan(
             return (*hit[:2], annotate(hit[2]))
     tmin = min(options.time_limit_s, MIN_PEAK_TIME_LIMIT_S)
     copy_class = options.max_recomputes > 1
-    if copy_class and held_copies:
+    if copy_class and (held_copies or room):
         copy_class = False
+        why = (
+            f"that runs {held_copies + 1} times per step"
+            if held_copies
+            else "that keeps room for later regions of the step"
+        )
         warnings.warn(
             f"graphremat: max_recomputes={options.max_recomputes} is not supported for a region "
-            f"that runs {held_copies + 1} times per step; planning it with max_recomputes=1",
+            f"{why}; planning it with max_recomputes=1",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -554,7 +650,7 @@ def make_plan(
         # where the greedy descent from "save everything" gets stuck above the budget
         mp = minimum()
         start = mp.saved if mp.peak_bytes <= target else None
-        result = _solve(cap, target, options, start=start)
+        result = _solve(solve_cap, target, options, start=start)
         if result.status is SolveStatus.INFEASIBLE:
             raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit)
         if not result.status.has_plan:
@@ -586,7 +682,7 @@ def make_plan(
                 wall_s=result.wall_s + mp.wall_s,
             )
     ev = evaluate(problem, result.saved)
-    fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved else (fw, bw, sim_all)
+    fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved or room else (fw, bw, sim_all)
     if sim.peak_bytes > target:
         raise GraphRematError(
             f"internal check failed: the emitted program peaks at {sim.peak_bytes} bytes > budget "
@@ -594,6 +690,9 @@ def make_plan(
         )
     min_feasible = min(minimum().peak_bytes, ev.peak_bytes) - credit
     min_proven = minimum().optimal
+    if room:  # the region's own minimum: room for later regions is not its own need
+        own = _shared_min_peak(cap.problem, cap.problem.fingerprint(), tmin, options, cache_at)
+        min_feasible, min_proven = own.peak_bytes - credit, own.optimal
     if copy_class:  # the budget fits without copies; report the copy minimum
         lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, minimum())
         if lowest.peak_bytes - credit < min_feasible:
@@ -625,6 +724,8 @@ def make_plan(
         unconstrained_timeline=sim_all.timeline,
         lifetimes=sim.lifetimes,
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
+        held_cap_bytes=held_cap if room else 0,
+        later_room_bytes=room,
     )
     plan = annotate(plan)
     if key is not None:

@@ -22,6 +22,18 @@ compiled model the runs are replayed against the plans; a run whose whole-step p
 its budget (an unpredicted run, another order) gives a warning, and its compile is planned
 again before its next run, for the runs the step made (``Regions.end_step``).
 
+Regions are planned one at a time, in the order the first step reaches them, so an early region
+can keep more for its backward than leaves room for a later one. Where a later region then has
+no plan, and the earlier compiles it counts keep enough saved bytes that a new plan could free
+(``Regions.make_room``), each of them is asked to keep the same fraction less: a cap on the bytes
+one run keeps (room for the later region's peak without rematerialization if that is possible,
+else for the midpoint, else for its smallest plan; the first cap with a plan stays), enforced by
+a step between the region's forward and backward at which the later region's need is alive
+(``solvers.problem.with_room_between``, checked by the simulator too). The earlier compiles are
+planned again before their next run and the later one after them; until then (the earlier
+forwards of this step have run) the later region runs its smallest plan, and that step exceeds
+the budget, with a warning that says by how much.
+
 Regions are keyed by Dynamo's frame id (under DistributedDataParallel, by frame id and the
 gradient bucket at which Dynamo's DDPOptimizer split the frame's graph): they are compiled in
 the order the first step reaches them, which is their forward order; a recompilation of a
@@ -35,7 +47,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.distributed.tensor import DTensor
@@ -92,6 +104,13 @@ class Compile:
     replans: int = 0
     recompile: Callable | None = None  # compiles the region again for given inputs
     impl: Callable | None = None  # the compiled region now in use
+    # earlier compiles whose held bytes this compile's plan counts, with how many times each
+    earlier: list[tuple[Compile, int]] = field(default_factory=list)
+    # room for a later region (Regions.make_room): the most bytes one run may keep for its
+    # backward, caps to try in order (the first that has a plan stays)
+    held_caps: list[int] = field(default_factory=list)
+    refresh: bool = False  # plan again before the next run, with the ledger as it is then
+    rooms: int = 0  # times this compile had earlier regions make room for it
 
     @property
     def held_bytes(self) -> int:
@@ -174,13 +193,14 @@ class Regions:
                 break
             if d.key not in keys:
                 keys.append(d.key)
-        earlier = 0
+        c.earlier = []
         for key in keys:
             mine = [d for d in self.compiles if d.key == key]
             now = [d for d in mine if d.step == c.step] or mine[-1:]
             rest = max(0, now[-1].runs - len(now)) if now[-1].reused else 0
-            earlier += sum(d.held_bytes for d in now) + rest * now[-1].held_bytes
-        same_step = [d for d in self.compiles if d.key == c.key and d.step == c.step]
+            c.earlier += [(d, 1) for d in now[:-1]] + [(now[-1], 1 + rest)]
+        earlier = sum(n * d.held_bytes for d, n in c.earlier)
+        same_step = [d for d in self.compiles if d.key == c.key and d.step == c.step and d is not c]
         # earlier compiles of this region in this step serve other runs (e.g. the first
         # block, whose input needs no gradient); the remaining runs use this plan
         same = same_step[-(c.runs - 1) :] if c.runs > 1 else []
@@ -188,6 +208,46 @@ class Regions:
         mine = sum(d.held_bytes for d in same) + c.held_copies * activation_bytes
         c.others_bytes, c.earlier_bytes = earlier + mine, earlier
         return max(0, self.model_bytes - own_bytes) + earlier + mine, c.held_copies
+
+    def room_possible(self, budget: int, least: int) -> bool:
+        """Whether the earlier compiles the current compile counts keep, for their backward,
+        at least ``least - budget`` bytes that a new plan could free (``least``: the current
+        compile's smallest whole-step peak with them as they are)."""
+        c = self.current
+        if c is None or c.rooms or self.model_bytes is None:
+            return False
+        return 0 < least - budget <= self._reducible(c)
+
+    @staticmethod
+    def _reducible(c: Compile) -> int:
+        return sum(
+            n * d.plan.saved_bytes
+            for d, n in c.earlier
+            if d.recompile is not None and d.plan is not None
+        )
+
+    def make_room(self, budget: int, least: int, most: int) -> tuple[int, int, bool]:
+        """The current compile (a later region) needs ``least`` bytes at its smallest and
+        ``most`` without rematerialization, counting what the earlier compiles keep for their
+        backward: ask each of those to keep less, by one common fraction (their held caps;
+        room for ``most`` first, then for the midpoint, then for ``least``), planned again
+        before its next run, and plan the current one again after them. Returns (the saved
+        bytes the earlier compiles may keep in all with the first caps, what they keep now,
+        whether some of them already ran in this step, which then exceeds the budget)."""
+        c = self.current
+        reducible = self._reducible(c)
+        keeps = []  # saved bytes all of them may keep, per need
+        for need in (most, (most + least) // 2, least):
+            keep = reducible - (need - budget)
+            if 0 <= keep < reducible and keep not in keeps:
+                keeps.append(keep)
+        for d, _ in c.earlier:
+            if d.recompile is None or d.plan is None or not d.plan.saved_bytes:
+                continue
+            d.held_caps = sorted({d.plan.saved_bytes * k // reducible for k in keeps})
+            d.refresh = True
+        c.refresh, c.rooms = True, c.rooms + 1
+        return keeps[0], reducible, any(d in self.ran for d, _ in c.earlier)
 
     def record(self, plan) -> None:
         """The current compile's plan (again, if a compile plans more than once)."""
@@ -260,7 +320,10 @@ class Regions:
                 # a run while compiling (DDP's optimizer propagates fake tensors through the
                 # compiled pieces): not part of a step
                 return compile_.impl(*args)
-            if compile_.replan is not None:
+            # (a compile that asked for room is planned again after the regions that make it)
+            waits = any(d.refresh for d, _ in compile_.earlier)
+            if compile_.replan is not None or (compile_.refresh and not waits):
+                compile_.refresh = False  # (a compile may ask for room again: make_room)
                 try:
                     compile_.impl = compile_.recompile(inputs)
                 finally:

@@ -109,6 +109,11 @@ class Plan:
     runs_per_step: int = 1
     held_bytes: int = 0
     others_held_bytes: int = 0
+    # room kept for later regions of the step (graph breaks, graphremat.regions): the most
+    # bytes one run may keep for its backward, and the bytes the timeline's "(later regions)"
+    # entry, between the forward and the backward, counts for them; 0 if none
+    held_cap_bytes: int = 0
+    later_room_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.predicted_peak_bytes > self.budget_bytes:
@@ -156,6 +161,14 @@ class Plan:
                     f"{format_bytes(self.held_bytes)} each)"
                 ]
                 if self.runs_per_step > 1
+                else []
+            ),
+            *(
+                [
+                    f"  room for later regions {format_bytes(self.later_room_bytes)} (this "
+                    f"region keeps at most {format_bytes(self.held_cap_bytes)} per run)"
+                ]
+                if self.later_room_bytes
                 else []
             ),
             f"  recomputed           {len(self.recomputed)} values"
@@ -459,4 +472,6 @@ _FIELD_TYPES = {
     "runs_per_step": _int,
     "held_bytes": _int,
     "others_held_bytes": _int,
+    "held_cap_bytes": _int,
+    "later_room_bytes": _int,
 }

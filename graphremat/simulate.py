@@ -22,6 +22,9 @@ import torch.fx as fx
 from . import _private as P
 from .calibrate import META_KEY as WORKSPACE_KEY
 
+#: the timeline entry for room kept between the forward and the backward (see simulate)
+ROOM_ENTRY = "(later regions)"
+
 
 @dataclass(frozen=True, slots=True)
 class Simulation:
@@ -144,6 +147,7 @@ def simulate(
     *,
     outside_bytes: int = 0,
     held_copies: int = 0,
+    room_between: int = 0,
 ) -> Simulation:
     """Peak live bytes of one training step running ``fw`` then ``bw``.
 
@@ -154,6 +158,10 @@ def simulate(
 
     ``num_user_outputs``: how many leading forward outputs go to the user (the rest, except
     symbolic ints, are saved for the backward and arrive as the backward's leading inputs).
+
+    ``room_between``: bytes other code needs between the forward and the backward (the later
+    regions of a step with graph breaks, while this program's outputs and saved values wait):
+    one timeline entry, ``ROOM_ENTRY``, after the forward's last op.
     """
     fixed: set = set()
     fixed_bytes = outside_bytes
@@ -166,6 +174,9 @@ def simulate(
     timeline: list = []
     fw_out = _run(fw, heap, "fwd", timeline)
     user_out, saved_out = fw_out[:num_user_outputs], fw_out[num_user_outputs:]
+    if room_between:
+        timeline.append(("fwd", ROOM_ENTRY, heap.live + room_between))
+        heap.step = len(timeline)
     if held_copies:
         fixed_bytes += held_copies * saved_storage_bytes(user_out, saved_out, fixed)
     # the backward's inputs: saved values (handed over from the forward's outputs), tangents

@@ -368,6 +368,57 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
     )
 
 
+#: name of the step that :func:`with_room_between` inserts between the forward and the backward
+ROOM_STEP = "__room_between__"
+
+
+def fixed_between(problem: RematProblem) -> int:
+    """Bytes alive between the forward and the backward whatever the plan: ``fixed_bytes``
+    and the required pinned forward values (outputs). A plan adds its kept values,
+    ``(1 + held_copies) * held_bytes(kept)`` in all."""
+    g = problem.graph
+    pinned = sum(
+        g.nodes[v]["mem_bytes"]
+        for v in problem.fwd_order
+        if g.nodes[v]["pinned"] and g.nodes[v]["required"]
+    )
+    return problem.fixed_bytes + pinned
+
+
+def with_room_between(problem: RematProblem, nbytes: int) -> RematProblem:
+    """``problem`` with one more step between its forward and its backward, at which
+    ``nbytes`` more are alive: other code runs there (the later regions of a training step
+    with graph breaks) while this graph's kept values wait for the backward. Nothing reads or
+    is recomputed at that step, so every solver handles it as an ordinary backward step: the
+    constraint it adds is ``fixed_between + (1 + held_copies) * held_bytes(kept) + nbytes <=
+    budget``, i.e. a cap on the bytes a plan keeps."""
+    if nbytes < 0:
+        raise ProblemError(f"{problem.name}: room between forward and backward must be >= 0")
+    if ROOM_STEP in problem.graph:
+        raise ProblemError(f"{problem.name}: already has a step between forward and backward")
+    g = problem.graph.copy()
+    g.add_node(
+        ROOM_STEP,
+        phase="bwd",
+        mem_bytes=0,
+        transient_bytes=int(nbytes),
+        cost=0,
+        recomputable=False,
+        required=False,
+        savable=False,
+        pinned=False,
+        tied_to=None,
+    )
+    return RematProblem(
+        g,
+        problem.fwd_order,
+        (ROOM_STEP, *problem.bwd_order),
+        problem.fixed_bytes,
+        name=problem.name,
+        held_copies=problem.held_copies,
+    )
+
+
 def held_bytes(problem: RematProblem, kept: Iterable[str]) -> int:
     """Bytes one run of the graph holds from its forward to its backward for the kept values
     ``kept`` (pinned values excluded: they outlive the run anyway)."""

@@ -1,6 +1,7 @@
 """Graph breaks: one budget covers the whole step (graphremat.regions)."""
 
 import copy
+import re
 import warnings
 
 import pytest
@@ -10,6 +11,7 @@ from torch import nn
 
 import graphremat
 from graphremat.regions import model_resident_bytes
+from graphremat.simulate import ROOM_ENTRY as ROOM
 
 
 def _half() -> nn.Sequential:
@@ -290,15 +292,111 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
     assert c1.replan == (3, 60) and c0.replan is None
 
 
-def test_a_later_region_that_does_not_fit_says_why(broken):
-    """Below the second region's smallest budget (given what the first one saved, planned
-    before it), the error names that minimum and says that regions are planned one at a time."""
+def test_earlier_regions_make_room_for_a_later_one(broken):
+    """Below the second region's smallest budget given what the first one keeps as planned
+    before it (one region at a time could not fit), the first region is planned again with a
+    cap on what it keeps, and the second after it: the first step runs over the budget, by
+    no more than the warning says; the following steps fit, with eager's gradients."""
     model, inputs = broken
-    _, second = _probe(model, inputs)
+    first, second = _probe(model, inputs)
+    budget = second.min_feasible_bytes - first.saved_bytes // 2
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="plans those regions again") as got:
+        step1 = measured_peak(mine, cmodel, inputs)
+    over = int(re.search(r"runs up to (\d+) bytes over", str(got[0].message)).group(1))
+    assert budget < step1 <= budget + over
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss = train_step(cmodel, inputs)  # the regions are planned again here
+        assert_matches(reference(model, inputs), mine, loss)
+        for _ in range(2):
+            assert measured_peak(mine, cmodel, inputs) <= budget
+    plans = cmodel.graphremat_plans
+    assert len(plans) == 4  # first, second (its smallest plan), first again, second again
+    old, room, late = plans[0], plans[2], plans[3]
+    assert plans[1].budget_bytes == plans[1].min_feasible_bytes > budget
+    assert room.later_room_bytes > 0 and room.saved_bytes <= room.held_cap_bytes
+    assert room.saved_bytes < old.saved_bytes and room.recompute_cost_ns > old.recompute_cost_ns
+    between = [b for _, name, b in room.timeline if name == ROOM]
+    assert between == [room.predicted_peak_bytes]  # (here the step's peak is while the
+    # second region runs)
+    assert "room for later regions" in room.summary()
+    assert room.min_feasible_bytes == old.min_feasible_bytes  # its own minimum, not the room's
+    assert late.budget_bytes == budget and late.predicted_peak_bytes <= budget
+    assert late.fixed_bytes - plans[1].fixed_bytes == room.held_bytes - old.held_bytes
+
+
+def test_the_ledger_shares_out_the_room_a_later_region_needs():
+    """Regions.make_room on plain numbers: every earlier compile keeps the same fraction of
+    its saved bytes (room for the later region's peak without remat, then the midpoint, then
+    its smallest); each is planned again at its next run, the later one only after them."""
+    from types import SimpleNamespace
+
+    from graphremat.regions import Regions
+
+    regions = Regions(Repeated())  # three Block modules
+    regions.begin_step()
+    compiled = []
+
+    def compile_(key, codes, saved, activation=10):
+        c = regions.begin(key, codes)
+        regions.outside(own_bytes=100, activation_bytes=activation)
+        regions.record(SimpleNamespace(saved_bytes=saved))
+
+        def again(inputs):
+            compiled.append(key)
+            return lambda: None
+
+        return regions.tracked(lambda: None, c, again)
+
+    head = compile_("head", None, saved=100)
+    blocks = compile_("block", [Block.forward.__code__], saved=50)  # runs 3 times
+    tail = compile_("tail", None, saved=0)
+    a, b, c = regions.compiles
+    assert c.earlier == [(a, 1), (b, 3)] and c.earlier_bytes == (100 + 10) + 3 * (50 + 10)
+    assert regions.room_possible(budget=1000, least=1250)  # 250 saved bytes could go
+    assert not regions.room_possible(budget=1000, least=1251)
+    assert not regions.room_possible(budget=1000, least=1000)  # nothing needed
+    regions.ran = [a, b]
+    kept, now, ran = regions.make_room(budget=1000, least=1100, most=1200)
+    # keeps: 1 - 200/250, 1 - 150/250, 1 - 100/250 of each compile's saved bytes
+    assert a.held_caps == [20, 40, 60] and b.held_caps == [10, 20, 30]
+    assert (kept, now, ran) == (50, 250, True)
+    assert a.refresh and b.refresh and c.refresh and c.rooms == 1
+    assert not regions.room_possible(budget=1000, least=1100)  # asked once already
+    tail()  # the later region waits for the earlier ones
+    head(), blocks(), blocks(), tail()
+    assert compiled == ["head", "block", "tail"]
+    assert not (a.refresh or b.refresh or c.refresh)
+    # a most that needs more than all 250 bytes: room for the midpoint and the smallest only
+    regions.current, c.rooms = c, 0
+    regions.make_room(budget=1000, least=1100, most=1300)
+    assert a.held_caps == [20, 60] and b.held_caps == [10, 30]
+
+
+class Thin(Broken):
+    """The first region keeps nothing it could recompute (a Linear layer: its backward reads
+    the region's input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(128, 128)
+
+
+def test_a_later_region_that_does_not_fit_says_why():
+    """Below the second region's smallest budget, with nothing the first region keeps that a
+    plan could free, the error names that minimum and says that regions are planned one at a
+    time."""
+    torch.manual_seed(0)
+    model, inputs = Thin(), (torch.randn(512, 128),)
+    first, second = _probe(model, inputs)
+    assert first.saved_bytes == 0 and first.held_bytes == inputs[0].nbytes
     cmodel = graphremat.compile(
         copy.deepcopy(model), budget=second.min_feasible_bytes - 1, codegen="eager"
     )
     with pytest.raises(graphremat.InfeasibleBudget, match="plans regions one at a time") as info:
         train_step(cmodel, inputs)
     assert info.value.min_feasible_bytes == second.min_feasible_bytes
+    assert "more than their plans can free" in str(info.value)
     assert "fullgraph=True" in str(info.value)

@@ -22,11 +22,14 @@ from graphremat.solvers.checkmate import solve_checkmate, solve_checkmate_dag
 from graphremat.solvers.cpsat import build_model, min_peak, relaxed_bound, solve_cpsat
 from graphremat.solvers.greedy import greedy_fit, greedy_min_peak
 from graphremat.solvers.problem import (
+    ROOM_STEP,
     ProblemError,
     RematProblem,
     evaluate,
+    fixed_between,
     must_save_set,
     save_all_set,
+    with_room_between,
 )
 from graphremat.solvers.result import SolveStatus
 from graphremat.solvers.sat import portfolio_solver, solve_model
@@ -185,6 +188,41 @@ def test_held_copies_change_the_plan():
         solve_checkmate(held, budget)
     with pytest.raises(ProblemError, match="held_copies"):
         RematProblem(p.graph, p.fwd_order, p.bwd_order, held_copies=-1)
+
+
+@few
+@given(problems, st.integers(0, 2), st.floats(0.0, 1.0))
+def test_room_between_caps_the_kept_bytes(p, copies, share):
+    """The step with_room_between inserts holds, beside the room, exactly the bytes alive
+    between the forward and the backward (fixed, pinned outputs, every run's kept values); the
+    other steps are unchanged; CP-SAT's optimum and smallest peak are still the enumerated
+    ones, so a budget bounds the kept bytes."""
+    base = _held(p, copies)
+    room = int(share * save_all_peak(base))
+    p2 = with_room_between(base, room)
+    assert p2.bwd_order[0] == ROOM_STEP and p2.fingerprint() != base.fingerprint()
+    f = base.num_fwd
+    for saved in (save_all_set(base), must_save_set(base), greedy_min_peak(base).saved):
+        one, two = evaluate(base, saved), evaluate(p2, saved)
+        assert two.saved == one.saved and two.recomputed == one.recomputed
+        kept = (1 + copies) * sum(
+            base.attr(v, "mem_bytes") for v in one.saved if not base.attr(v, "pinned")
+        )
+        between = fixed_between(base) + kept + room
+        assert two.profile_bytes == one.profile_bytes[:f] + (between,) + one.profile_bytes[f:]
+    for budget, exact, got in cpsat_against_bruteforce(p2):
+        if exact.status.has_plan:
+            ev = evaluate(p2, got.saved)
+            assert ev.peak_bytes <= budget
+            kept = sum(base.attr(v, "mem_bytes") for v in ev.saved if not base.attr(v, "pinned"))
+            assert fixed_between(base) + (1 + copies) * kept + room <= budget
+    mp = min_peak(p2, num_workers=1)
+    assert mp.optimal and evaluate(p2, mp.saved).peak_bytes == mp.peak_bytes
+    assert solve_bruteforce(p2, mp.peak_bytes - 1).status is SolveStatus.INFEASIBLE
+    with pytest.raises(ProblemError, match="already"):
+        with_room_between(p2, 1)
+    with pytest.raises(ProblemError, match=">= 0"):
+        with_room_between(base, -1)
 
 
 # --------------------------------------------------------------------------- redundant rows
