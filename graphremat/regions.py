@@ -200,7 +200,9 @@ class Regions:
             rest = max(0, now[-1].runs - len(now)) if now[-1].reused else 0
             c.earlier += [(d, 1) for d in now[:-1]] + [(now[-1], 1 + rest)]
         earlier = sum(n * d.held_bytes for d, n in c.earlier)
-        same_step = [d for d in self.compiles if d.key == c.key and d.step == c.step and d is not c]
+        # (planned again, a compile counts only the compiles made before it)
+        before = self.compiles[: self.compiles.index(c)] if c in self.compiles else self.compiles
+        same_step = [d for d in before if d.key == c.key and d.step == c.step]
         # earlier compiles of this region in this step serve other runs (e.g. the first
         # block, whose input needs no gradient); the remaining runs use this plan
         same = same_step[-(c.runs - 1) :] if c.runs > 1 else []

@@ -280,6 +280,13 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
     # after all three blocks: the first block's compile once, the other compile twice
     assert copies2 == 0 and c2.others_bytes == (50 + 10) + 2 * (40 + 10)
     assert out0 - c0.others_bytes == out1 - c1.others_bytes == regions.model_bytes - 100
+    # planned again (room for a later region), a compile counts what it counted before: not
+    # the compiles made after it (c1 serves the other blocks, but c0's plan counts its own
+    # copies for them, as when it was first planned)
+    regions.current = c0
+    assert regions.outside(own_bytes=100, activation_bytes=10) == (out0, copies0)
+    assert c0.others_bytes == 2 * 10
+    regions.current = c2
 
     # a step that runs the second compile four times: its last run needs its own peak plus
     # what the five runs before it hold; over the budget, it is planned again with those runs
