@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import functools
+import gc
 import warnings
 from collections.abc import Callable
 
 import torch
 
 from .backend import GraphrematBackend
-from .errors import GraphRematError, UnsupportedGraph, find_cause
+from .errors import GraphRematError, StepAgain, UnsupportedGraph, find_cause
 from .planner import Options, PlanReady
 from .regions import Regions
 from .report import Plan
 from .solvers.result import SolveResult
+
+#: how many times the first call of a model may run its forward (StepAgain: each run can find
+#: one more region that needs the regions before it to keep less)
+MAX_FIRST_CALL_RUNS = 5
 
 #: Dynamo's recompile limits while a graphremat-compiled model runs (see _raising_graphremat_errors)
 UNLIMITED_RECOMPILES = 2**20
@@ -51,6 +56,11 @@ def compile(
     ``max_recomputes``: 1 (default) recomputes a value at most once, just before the backward
     needs it; k > 1 lets the solver recompute a value up to k times, anywhere in the backward
     (lower peaks, for graphs of a few hundred decisions; see graphremat/solvers/multi.py).
+
+    A model with graph breaks compiles to several regions that share the budget
+    (graphremat.regions); where a later region needs the earlier ones to keep less, the first
+    call runs the model's forward again after planning them again (buffers and random state
+    restored, with a warning).
     """
     options = Options.make(
         budget,
@@ -111,37 +121,108 @@ def _raising_graphremat_errors(
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
-            if regions is not None:
-                regions.begin_step()
-            with torch._dynamo.config.patch(
-                recompile_limit=UNLIMITED_RECOMPILES,
-                accumulated_recompile_limit=UNLIMITED_RECOMPILES,
-            ):
-                out = fn(*args, **kwargs)
-            problem = regions.end_step() if regions is not None else None
-            if problem is not None:
-                warnings.warn(problem, RuntimeWarning, stacklevel=2)
-            if plans is not None and not plans and _needs_grad(out):
-                warnings.warn(
-                    "graphremat: this training step ran without a plan: Dynamo did not compile "
-                    "it (it gave up on this model's code earlier, e.g. at its recompile limit "
-                    "before graphremat.compile was called), so the budget is NOT enforced. Call "
-                    "torch._dynamo.reset() before graphremat.compile.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            return out
-        except torch._dynamo.exc.BackendCompilerFailed as e:
-            found = find_cause(e, (GraphRematError,))
-            if found is not None:
-                raise found.with_traceback(None) from None
-            raise
-        except RuntimeError as e:
-            _raise_if_mixed_devices(e, model, args, kwargs)
-            raise
+        # the first call of a model with graph breaks may be run again (StepAgain): keep what
+        # its forward changes outside the autograd graph (buffers, the RNG state) to restore
+        state = _call_state(model) if regions is not None and regions.step == 0 else None
+        reasons: list[str] = []  # why the call ran again, per run
+        for run in range(MAX_FIRST_CALL_RUNS):
+            if reasons:
+                # the last try's tensors (its frames' locals, autograd graph) go with the
+                # tracebacks cleared below; then the state before the call comes back
+                gc.collect()
+                _restore(model, state)
+            try:
+                if regions is not None:
+                    regions.begin_step(again=run > 0)
+                    regions.can_run_again = state is not None and run + 1 < MAX_FIRST_CALL_RUNS
+                    regions.runs_of_call = run + 1
+                with torch._dynamo.config.patch(
+                    recompile_limit=UNLIMITED_RECOMPILES,
+                    accumulated_recompile_limit=UNLIMITED_RECOMPILES,
+                ):
+                    out = fn(*args, **kwargs)
+                break
+            except torch._dynamo.exc.BackendCompilerFailed as e:
+                found = find_cause(e, (GraphRematError,))
+                if isinstance(found, StepAgain) and state is not None:
+                    _forget_frames(e)
+                    reasons.append(str(found))
+                    continue
+                if found is not None:
+                    raise found.with_traceback(None) from None
+                raise
+            except RuntimeError as e:
+                _raise_if_mixed_devices(e, model, args, kwargs)
+                raise
+            finally:
+                if regions is not None:
+                    regions.can_run_again = False
+        if reasons:
+            warnings.warn(
+                f"graphremat: the first call ran the model's forward {len(reasons) + 1} times, "
+                "its backward once: "
+                + "; then ".join(reasons)
+                + ". The model's buffers and the random number generators' state were restored "
+                "before each run; other side effects of its forward happened each time.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        problem = regions.end_step() if regions is not None else None
+        if problem is not None:
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+        if plans is not None and not plans and _needs_grad(out):
+            warnings.warn(
+                "graphremat: this training step ran without a plan: Dynamo did not compile "
+                "it (it gave up on this model's code earlier, e.g. at its recompile limit "
+                "before graphremat.compile was called), so the budget is NOT enforced. Call "
+                "torch._dynamo.reset() before graphremat.compile.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return out
 
     return call
+
+
+def _call_state(model: object) -> tuple | None:
+    """What a call of ``model`` changes outside its autograd graph and StepAgain restores:
+    copies of its buffers (on the CPU) and the CPU's and CUDA devices' generator states. None
+    if the call cannot be run again: a model that is not an ``nn.Module`` (its state is not
+    known), or under torch.distributed with several processes (a collective would run twice
+    on this rank only)."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_world_size() > 1:
+            return None
+    with torch.no_grad():
+        buffers = [(b, b.detach().to("cpu", copy=True)) for b in model.buffers()]
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return buffers, torch.get_rng_state(), cuda
+
+
+def _forget_frames(e: BaseException) -> None:
+    """Drop the tracebacks of ``e`` and of every exception it wraps or was raised during:
+    their frames hold the tensors of the interrupted call (Dynamo's frame being compiled)."""
+    seen: set[int] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if x is None or id(x) in seen:
+            continue
+        seen.add(id(x))
+        x.__traceback__ = None
+        stack += [getattr(x, "inner_exception", None), x.__cause__, x.__context__]
+
+
+def _restore(model: object, state: tuple) -> None:
+    buffers, cpu, cuda = state
+    with torch.no_grad():
+        for b, copy in buffers:
+            b.copy_(copy)
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _is_fsdp2(model: object) -> bool:

@@ -48,6 +48,14 @@ class SolverFailed(GraphRematError, RuntimeError):
         self.budget_bytes = budget_bytes
 
 
+class StepAgain(GraphRematError):
+    """Internal: raised while compiling a later region in the model's first call, once the
+    earlier regions (which already ran) were asked to make room for it (graphremat.regions):
+    ``graphremat.compile``'s wrapper restores the model's buffers and the RNG state and runs the
+    call again, so that the earlier regions run their new plans and the budget holds from the
+    first step."""
+
+
 class PlanFormatError(GraphRematError, ValueError):
     """A saved plan (JSON) that is truncated, modified, or from an incompatible version."""
 

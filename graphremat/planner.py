@@ -27,7 +27,7 @@ from . import cache as plan_cache
 from .budget import Budget, format_bytes, parse_budget
 from .calibrate import annotate_workspace, devices, graph_total_bytes
 from .capture import Capture, capture_joint
-from .errors import GraphRematError, InfeasibleBudget, SolverFailed
+from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
 from .inductor_check import user_output_bytes
 from .passes import split_dropout
 from .records import tensor_records
@@ -227,17 +227,16 @@ class Partitioner(P.CustomPartitionerFn):
         step's replay plans it again if they do. Where what earlier regions keep for their
         backward leaves no plan, they make room (``_make_room``)."""
         c = self.regions.current
-        caps, tried = (c.held_caps, []) if c is not None else ([], [])
-        for cap in caps:
+        tried = []
+        for cap in self.regions.held_caps(c) if c is not None else []:
             try:
                 fw, bw, plan = plan_it(reused=True, held_cap=cap)
             except InfeasibleBudget:
                 tried.append(cap)
                 continue
-            c.held_caps = [cap]  # the region's later compiles keep the room
+            self.regions.planned(c, cap, plan.saved_bytes)
             return fw, bw, plan
         if tried:
-            c.held_caps = []
             log.info(
                 "graphremat: no plan keeps at most %s bytes for the backward; planning this "
                 "region without room for later regions",
@@ -245,14 +244,19 @@ class Partitioner(P.CustomPartitionerFn):
             )
         reused = True
         try:
-            return plan_it(reused=True)
+            fw, bw, plan = plan_it(reused=True)
+            if c is not None:
+                self.regions.planned(c, None, plan.saved_bytes)
+            return fw, bw, plan
         except InfeasibleBudget as e:
             error = e
         if c is not None and c.held_copies:
             log.info("graphremat: planning this region for its own run only")
             reused = False
             try:
-                return plan_it(reused=False)
+                fw, bw, plan = plan_it(reused=False)
+                self.regions.planned(c, None, plan.saved_bytes)
+                return fw, bw, plan
             except InfeasibleBudget as e:
                 error = e
         if c is None or not c.earlier_bytes:
@@ -284,21 +288,45 @@ class Partitioner(P.CustomPartitionerFn):
         ``ask=False``: the room is asked for already (a second attempt of this compile, e.g.
         the Inductor check's), only plan."""
         budget, least = error.budget_bytes, error.min_feasible_bytes
+        c, regions = self.regions.current, self.regions
+        held = c.earlier_bytes
+        ran = any(d in regions.ran for d, _ in c.earlier)
+        before = regions.room_needs.get(c.key)  # this region's need in the call's last run
+        stuck = before is not None and least >= before
+        if ask and ran and regions.runs_of_call > 1 and (stuck or not regions.can_run_again):
+            # the first call ran its forward as often as it may, or the last run's new plans
+            # freed nothing for this region: no room
+            raise InfeasibleBudget(
+                budget,
+                least,
+                f"(This region runs after {len(c.earlier)} other compiled region(s) of the "
+                f"step, which keep {held} bytes for their backward after the first call ran "
+                f"its forward {self.regions.runs_of_call} times, each time planning them "
+                "again to keep less for a region after them: graphremat plans regions one at "
+                "a time, so a joint plan might fit a lower budget. Remove the graph breaks "
+                "(fullgraph=True shows where) to plan the step as one region.)",
+            )
         options = self.options
         self.options = replace(options, budget=Budget(nbytes=least))
         try:
             fw, bw, plan = plan_it(reused=reused)
         finally:
             self.options = options
-        c = self.regions.current
         if not ask:
             return fw, bw, plan
-        held = c.earlier_bytes
-        kept, now_kept, ran = self.regions.make_room(budget, least, plan.unconstrained_peak_bytes)
+        kept, now_kept, ran = regions.make_room(budget, least, plan.unconstrained_peak_bytes)
+        regions.room_needs[c.key] = least
+        if ran and regions.can_run_again:
+            raise StepAgain(
+                f"a compiled region needed {least} bytes beside what the {len(c.earlier)} "
+                f"compiled region(s) before it keep, above the budget of {budget}, so those "
+                "were planned again to keep less"
+            )
         now = (
             f"this step runs up to {least - budget} bytes over the budget (they already ran); "
-            "the next steps are planned to fit it. To fit the first step too, remove the graph "
-            "breaks (fullgraph=True shows where)."
+            "the next steps are planned to fit it (if those regions cannot keep that little, "
+            "the next step raises InfeasibleBudget). To fit the first step too, remove the "
+            "graph breaks (fullgraph=True shows where)."
             if ran
             else "they have not run yet in this step, which is planned to fit."
         )

@@ -29,10 +29,14 @@ no plan, and the earlier compiles it counts keep enough saved bytes that a new p
 one run keeps (room for the later region's peak without rematerialization if that is possible,
 else for the midpoint, else for its smallest plan; the first cap with a plan stays), enforced by
 a step between the region's forward and backward at which the later region's need is alive
-(``solvers.problem.with_room_between``, checked by the simulator too). The earlier compiles are
-planned again before their next run and the later one after them; until then (the earlier
-forwards of this step have run) the later region runs its smallest plan, and that step exceeds
-the budget, with a warning that says by how much.
+(``solvers.problem.with_room_between``, checked by the simulator too); what one compile cannot
+free falls to those planned after it, and none may keep more than before. The earlier compiles
+are planned again before their next run and the later one after them. In the model's first
+call, whose earlier forwards have run by then, ``graphremat.compile``'s wrapper runs the call
+again (StepAgain; buffers and random state restored; a run whose new plans freed nothing for
+that region raises InfeasibleBudget); where it cannot (torch.distributed, later calls), the
+later region runs its smallest plan in that call, which exceeds the budget, with a warning that
+says by how much.
 
 Regions are keyed by Dynamo's frame id (under DistributedDataParallel, by frame id and the
 gradient bucket at which Dynamo's DDPOptimizer split the frame's graph): they are compiled in
@@ -95,7 +99,7 @@ class Compile:
     held_copies: int = 0  # other runs of this plan the plan counts (solver's held_copies)
     reused: bool = True  # planned as serving the region's later runs in the step too
     others_bytes: int = 0  # bytes of other runs and earlier regions the plan counts, fixed part
-    earlier_bytes: int = 0  # of which earlier regions (other keys) hold
+    earlier_bytes: int = 0  # of which the compiles in ``earlier`` hold
     activation_bytes: int = 0  # the region's non-parameter inputs (held until its backward)
     plan: object = None  # its Plan, once made
     # set by Regions.end_step when a step's runs exceeded the plan's budget: (runs of this
@@ -104,11 +108,14 @@ class Compile:
     replans: int = 0
     recompile: Callable | None = None  # compiles the region again for given inputs
     impl: Callable | None = None  # the compiled region now in use
-    # earlier compiles whose held bytes this compile's plan counts, with how many times each
+    # the compiles whose runs this compile's plan counts as holding their bytes (earlier
+    # regions', and earlier compiles of its own region in the step), with how many runs each
     earlier: list[tuple[Compile, int]] = field(default_factory=list)
-    # room for a later region (Regions.make_room): the most bytes one run may keep for its
-    # backward, caps to try in order (the first that has a plan stays)
-    held_caps: list[int] = field(default_factory=list)
+    # room for a later region (Regions.make_room): the request it is to be planned again for,
+    # and the cap on the bytes one run may keep for its backward that its plan met (kept by
+    # its later compiles)
+    room: Room | None = None
+    held_cap: int | None = None
     refresh: bool = False  # plan again before the next run, with the ledger as it is then
     rooms: int = 0  # times this compile had earlier regions make room for it
 
@@ -117,6 +124,48 @@ class Compile:
         """Bytes one run holds from its forward to its backward."""
         saved = self.plan.saved_bytes if self.plan is not None else 0
         return saved + self.activation_bytes
+
+
+@dataclass(eq=False)
+class Room:
+    """A later region's request that the earlier compiles it counts keep less for their
+    backward (Regions.make_room). ``keeps``: saved bytes all their counted runs may keep in
+    all, one per candidate (most room first); ``runs`` and ``old``: each compile's runs
+    counted and saved bytes per run when asked, in run order; ``new``: saved bytes per run of
+    those planned again since."""
+
+    keeps: list[int]
+    runs: dict[Compile, int]
+    old: dict[Compile, int]
+    new: dict[Compile, int] = field(default_factory=dict)
+
+    def caps(self, c: Compile) -> list[int]:
+        """Caps on the bytes one run of ``c`` may keep, to try in order: per candidate, what
+        is left after the compiles planned again (what they keep now) and the others (their
+        share, the same fraction of what they kept); then the loosest cap the last candidate
+        allows (the others keeping nothing), so that what one compile cannot free falls to
+        the ones after it; last, what ``c`` kept: its plan must not take the room that the
+        compiles before it made."""
+        reducible = sum(n * self.old[d] for d, n in self.runs.items())
+        n, mine = self.runs[c], self.old[c]
+        out: list[int] = []
+        for keep in self.keeps:
+            others = sum(
+                m * (self.new[d] if d in self.new else self.old[d] * keep // reducible)
+                for d, m in self.runs.items()
+                if d is not c
+            )
+            out.append((keep - others) // n)
+        done = sum(m * self.new[d] for d, m in self.runs.items() if d in self.new)
+        out.append((self.keeps[-1] - done) // n)
+        caps: list[int] = []
+        for cap in (*out, mine):
+            cap = min(cap, mine)
+            if cap >= 0 and cap not in caps:
+                caps.append(cap)
+            if cap == mine:
+                break
+        return caps
 
 
 def fsdp2_buffer_bytes(model: torch.nn.Module) -> int:
@@ -159,6 +208,10 @@ class Regions:
         self.current: Compile | None = None  # the compile being planned
         self.step = 0  # top-level calls so far (see begin_step)
         self.ran: list[Compile] = []  # compiles run during the current top-level call
+        # the current call can be run again (StepAgain): set by graphremat.compile's wrapper
+        self.can_run_again = False
+        self.runs_of_call = 1  # the current call's runs so far, this one included
+        self.room_needs: dict = {}  # region key -> its need when it asked for room, this call
 
     # ---------------------------------------------------------------- planning
     def begin(self, key: object, codes: list | None = None) -> Compile:
@@ -199,15 +252,18 @@ class Regions:
             now = [d for d in mine if d.step == c.step] or mine[-1:]
             rest = max(0, now[-1].runs - len(now)) if now[-1].reused else 0
             c.earlier += [(d, 1) for d in now[:-1]] + [(now[-1], 1 + rest)]
-        earlier = sum(n * d.held_bytes for d, n in c.earlier)
-        # (planned again, a compile counts only the compiles made before it)
-        before = self.compiles[: self.compiles.index(c)] if c in self.compiles else self.compiles
-        same_step = [d for d in before if d.key == c.key and d.step == c.step]
+        # planned again, a compile counts the compiles made before it as before; one made
+        # after it in its step serves the region's later runs, which then run after this one
+        at = self.compiles.index(c) if c in self.compiles else len(self.compiles)
+        same_step = [d for d in self.compiles[:at] if d.key == c.key and d.step == c.step]
+        later = any(d.key == c.key and d.step == c.step for d in self.compiles[at + 1 :])
         # earlier compiles of this region in this step serve other runs (e.g. the first
         # block, whose input needs no gradient); the remaining runs use this plan
         same = same_step[-(c.runs - 1) :] if c.runs > 1 else []
-        c.held_copies = max(0, c.runs - 1 - len(same)) if reused else 0
-        mine = sum(d.held_bytes for d in same) + c.held_copies * activation_bytes
+        c.earlier += [(d, 1) for d in same]
+        c.held_copies = max(0, c.runs - 1 - len(same)) if reused and not later else 0
+        earlier = sum(n * d.held_bytes for d, n in c.earlier)
+        mine = c.held_copies * activation_bytes
         c.others_bytes, c.earlier_bytes = earlier + mine, earlier
         return max(0, self.model_bytes - own_bytes) + earlier + mine, c.held_copies
 
@@ -243,13 +299,32 @@ class Regions:
             keep = reducible - (need - budget)
             if 0 <= keep < reducible and keep not in keeps:
                 keeps.append(keep)
-        for d, _ in c.earlier:
-            if d.recompile is None or d.plan is None or not d.plan.saved_bytes:
-                continue
-            d.held_caps = sorted({d.plan.saved_bytes * k // reducible for k in keeps})
-            d.refresh = True
+        asked = [
+            (d, n)
+            for d, n in c.earlier
+            if d.recompile is not None and d.plan is not None and d.plan.saved_bytes
+        ]
+        room = Room(keeps, dict(asked), {d: d.plan.saved_bytes for d, _ in asked})
+        for d, _ in asked:
+            d.room, d.refresh = room, True
         c.refresh, c.rooms = True, c.rooms + 1
         return keeps[0], reducible, any(d in self.ran for d, _ in c.earlier)
+
+    @staticmethod
+    def held_caps(c: Compile) -> list[int]:
+        """Caps to plan compile ``c`` with, in order (see Room.caps); its own cap if it has
+        met a room request before; [] for none."""
+        if c.room is not None:
+            return c.room.caps(c)
+        return [c.held_cap] if c.held_cap is not None else []
+
+    @staticmethod
+    def planned(c: Compile, cap: int | None, saved_bytes: int) -> None:
+        """Compile ``c`` has a plan keeping ``saved_bytes`` per run, under ``cap``."""
+        if c.room is not None:
+            c.room.new[c] = saved_bytes
+            c.room = None
+        c.held_cap = cap
 
     def record(self, plan) -> None:
         """The current compile's plan (again, if a compile plans more than once)."""
@@ -261,10 +336,13 @@ class Regions:
             self.compiles.append(c)
 
     # ---------------------------------------------------------------- running
-    def begin_step(self) -> None:
-        """A top-level call of the compiled model starts."""
-        self.step += 1
+    def begin_step(self, again: bool = False) -> None:
+        """A top-level call of the compiled model starts (``again``: the same call, run
+        again after StepAgain)."""
+        self.step += not again
         self.ran = []
+        if not again:
+            self.room_needs = {}
 
     def end_step(self) -> str | None:
         """The top-level call returned: replay the runs it made against their plans (each

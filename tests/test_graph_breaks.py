@@ -10,6 +10,7 @@ from e2e import assert_matches, measured_peak, reference, train_step
 from torch import nn
 
 import graphremat
+from graphremat import measure_peak_memory
 from graphremat.regions import model_resident_bytes
 from graphremat.simulate import ROOM_ENTRY as ROOM
 
@@ -280,12 +281,15 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
     # after all three blocks: the first block's compile once, the other compile twice
     assert copies2 == 0 and c2.others_bytes == (50 + 10) + 2 * (40 + 10)
     assert out0 - c0.others_bytes == out1 - c1.others_bytes == regions.model_bytes - 100
-    # planned again (room for a later region), a compile counts what it counted before: not
-    # the compiles made after it (c1 serves the other blocks, but c0's plan counts its own
-    # copies for them, as when it was first planned)
+    # planned again (room for a later region), a compile counts the compiles made before it,
+    # and none after it: c1 serves the other blocks, which run after c0's run (c0's plan
+    # counted copies of itself for them when it was first planned)
     regions.current = c0
-    assert regions.outside(own_bytes=100, activation_bytes=10) == (out0, copies0)
-    assert c0.others_bytes == 2 * 10
+    assert regions.outside(own_bytes=100, activation_bytes=10) == (out0 - 2 * 10, 0)
+    assert c0.others_bytes == 0 and c0.earlier == []
+    regions.current = c1  # (c1's plan counts c0's run, as before)
+    assert regions.outside(own_bytes=100, activation_bytes=10) == (out1, copies1)
+    assert c1.earlier == [(c0, 1)]
     regions.current = c2
 
     # a step that runs the second compile four times: its last run needs its own peak plus
@@ -299,14 +303,75 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
     assert c1.replan == (3, 60) and c0.replan is None
 
 
-def test_earlier_regions_make_room_for_a_later_one(broken):
-    """Below the second region's smallest budget given what the first one keeps as planned
-    before it (one region at a time could not fit), the first region is planned again with a
-    cap on what it keeps, and the second after it: the first step runs over the budget, by
-    no more than the warning says; the following steps fit, with eager's gradients."""
-    model, inputs = broken
+def _measured_step(model, cmodel, inputs) -> tuple[int, torch.Tensor]:
+    """(measured peak, loss) of one training step of ``cmodel``."""
+    got = {}
+
+    def step(*_):
+        got["loss"] = train_step(cmodel, inputs)
+
+    model.zero_grad(set_to_none=True)
+    return measure_peak_memory(step, model, *inputs), got["loss"]
+
+
+class Noisy(Broken):
+    """Broken, with a BatchNorm (running statistics: buffers the forward updates) and a
+    dropout (random numbers) in the first half."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Sequential(
+            nn.Linear(128, 128), nn.BatchNorm1d(128), nn.GELU(), nn.Dropout(0.1), *_half()
+        )
+
+
+@pytest.fixture
+def noisy():
+    torch.manual_seed(0)
+    model, inputs = Noisy(), (torch.randn(512, 128),)
     first, second = _probe(model, inputs)
-    budget = second.min_feasible_bytes - first.saved_bytes // 2
+    # below the second region's smallest budget given what the first one keeps as planned
+    # before it (one region at a time has no plan)
+    return model, inputs, first, second, second.min_feasible_bytes - first.saved_bytes // 2
+
+
+def test_earlier_regions_make_room_for_a_later_one(noisy):
+    """The first region is planned again with a cap on what it keeps, and the second after
+    it. The first call, whose first region ran before the second was compiled, runs again
+    (buffers and random state restored): it fits and gives eager's gradients and running
+    statistics, and so do the next calls."""
+    model, inputs, _, _, budget = noisy
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    reference_step = reference(model, inputs)
+    with pytest.warns(RuntimeWarning, match="ran the model's forward 2 times") as got:
+        peak, loss = _measured_step(mine, cmodel, inputs)
+    assert len([w for w in got if "graphremat" in str(w.message)]) == 1
+    assert_matches(reference_step, mine, loss)
+    assert peak <= budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for _ in range(2):
+            assert measured_peak(mine, cmodel, inputs) <= budget
+    plans = cmodel.graphremat_plans
+    assert len(plans) == 3  # first, first again, second (its plan for this call was not kept)
+    old, room, late = plans
+    assert room.later_room_bytes > 0 and room.saved_bytes <= room.held_cap_bytes
+    assert room.saved_bytes < old.saved_bytes and room.recompute_cost_ns > old.recompute_cost_ns
+    between = [b for _, name, b in room.timeline if name == ROOM]
+    assert len(between) == 1 and between[0] <= room.predicted_peak_bytes <= budget
+    assert "room for later regions" in room.summary()
+    assert room.min_feasible_bytes == old.min_feasible_bytes  # its own minimum, not the room's
+    assert late.budget_bytes == budget and late.predicted_peak_bytes <= budget
+    assert late.others_held_bytes == room.held_bytes  # what the first region keeps now
+
+
+def test_a_first_call_that_cannot_run_again_exceeds_by_what_it_says(noisy, monkeypatch):
+    """Where the first call cannot be run again (as under torch.distributed), the second
+    region runs its smallest plan in that call, over the budget by no more than the warning
+    says; the earlier region is planned again before its next run, and the next calls fit."""
+    model, inputs, _, _, budget = noisy
+    monkeypatch.setattr(graphremat.api, "_call_state", lambda model: None)
     mine = copy.deepcopy(model)
     cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
     with pytest.warns(RuntimeWarning, match="plans those regions again") as got:
@@ -316,28 +381,64 @@ def test_earlier_regions_make_room_for_a_later_one(broken):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         loss = train_step(cmodel, inputs)  # the regions are planned again here
-        assert_matches(reference(model, inputs), mine, loss)
         for _ in range(2):
             assert measured_peak(mine, cmodel, inputs) <= budget
     plans = cmodel.graphremat_plans
     assert len(plans) == 4  # first, second (its smallest plan), first again, second again
-    old, room, late = plans[0], plans[2], plans[3]
     assert plans[1].budget_bytes == plans[1].min_feasible_bytes > budget
-    assert room.later_room_bytes > 0 and room.saved_bytes <= room.held_cap_bytes
-    assert room.saved_bytes < old.saved_bytes and room.recompute_cost_ns > old.recompute_cost_ns
-    between = [b for _, name, b in room.timeline if name == ROOM]
-    assert between == [room.predicted_peak_bytes]  # (here the step's peak is while the
-    # second region runs)
-    assert "room for later regions" in room.summary()
-    assert room.min_feasible_bytes == old.min_feasible_bytes  # its own minimum, not the room's
-    assert late.budget_bytes == budget and late.predicted_peak_bytes <= budget
-    assert late.fixed_bytes - plans[1].fixed_bytes == room.held_bytes - old.held_bytes
+    assert plans[2].later_room_bytes > 0 and plans[3].budget_bytes == budget
+    assert loss.isfinite()
+
+
+def test_when_the_earlier_regions_cannot_make_room_the_first_call_raises(noisy):
+    """Just above the first region's own minimum, its new plan frees nothing the second region
+    can use: the first call's second run raises InfeasibleBudget, saying why."""
+    model, inputs, first, _, _ = noisy
+    cmodel = graphremat.compile(
+        copy.deepcopy(model), budget=first.min_feasible_bytes + 8192, codegen="eager"
+    )
+    with pytest.raises(graphremat.InfeasibleBudget, match="ran its forward 2 times") as info:
+        train_step(cmodel, inputs)
+    assert "plans regions one at a time" in str(info.value)
+    assert info.value.min_feasible_bytes > first.min_feasible_bytes + 8192
+
+
+def test_hf_gpt2_with_a_graph_break_before_every_block_fits_below_its_peak():
+    """Hugging Face GPT-2 with a graph break before each block: the blocks, planned first,
+    would keep everything and leave the loss region (logits, nothing to recompute) no room,
+    so below the peak without remat no budget had a plan when regions were planned one at a
+    time; now at 0.7 of it the first call runs again (with a warning) and every step fits,
+    with eager's gradients."""
+    from real_models import make_hf_gpt2
+
+    model, inputs = make_hf_gpt2()
+
+    def graph_break(module, args):
+        torch._dynamo.graph_break()
+
+    for block in model.hf.transformer.h:
+        block.register_forward_pre_hook(graph_break)
+    budget = int(0.7 * max(p.predicted_peak_bytes for p in _probe(model, inputs)))
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    reference_step = reference(model, inputs)
+    with pytest.warns(RuntimeWarning, match="ran the model's forward . times"):
+        peak, loss = _measured_step(mine, cmodel, inputs)
+    assert_matches(reference_step, mine, loss)  # (dropout 0.1: the same random numbers)
+    assert peak <= budget
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert measured_peak(mine, cmodel, inputs) <= budget
+    plans = cmodel.graphremat_plans
+    assert any(p.later_room_bytes for p in plans)
+    assert all(p.budget_bytes == budget for p in plans[-3:])  # the step's regions, re-planned
 
 
 def test_the_ledger_shares_out_the_room_a_later_region_needs():
-    """Regions.make_room on plain numbers: every earlier compile keeps the same fraction of
-    its saved bytes (room for the later region's peak without remat, then the midpoint, then
-    its smallest); each is planned again at its next run, the later one only after them."""
+    """Regions.make_room on plain numbers: every earlier compile is asked to keep the same
+    fraction of its saved bytes (room for the later region's peak without remat, then the
+    midpoint, then its smallest), and what one cannot free falls to those planned after it;
+    each is planned again at its next run, the later one only after them."""
     from types import SimpleNamespace
 
     from graphremat.regions import Regions
@@ -367,19 +468,30 @@ def test_the_ledger_shares_out_the_room_a_later_region_needs():
     assert not regions.room_possible(budget=1000, least=1000)  # nothing needed
     regions.ran = [a, b]
     kept, now, ran = regions.make_room(budget=1000, least=1100, most=1200)
-    # keeps: 1 - 200/250, 1 - 150/250, 1 - 100/250 of each compile's saved bytes
-    assert a.held_caps == [20, 40, 60] and b.held_caps == [10, 20, 30]
+    # all may keep 50, 100 or 150 of the 250 saved bytes: the head 1/5, 2/5, 3/5 of its 100,
+    # and with nothing from the blocks, all 150 (capped at what it keeps now, 100)
     assert (kept, now, ran) == (50, 250, True)
+    assert Regions.held_caps(a) == [20, 40, 60, 100]
+    assert Regions.held_caps(b) == [10, 20, 30, 50]  # per run, if the head does its part
     assert a.refresh and b.refresh and c.refresh and c.rooms == 1
     assert not regions.room_possible(budget=1000, least=1100)  # asked once already
+    # the head's plan could not keep less than 100: the blocks' runs take all 100 (or 50)
+    room = a.room
+    Regions.planned(a, None, 100)
+    assert Regions.held_caps(b) == [0, 16, 50] and a.room is None and a.held_cap is None
+    # ... it kept 15 under its first cap: the blocks may keep (50 - 15) / 3 per run, and so on
+    a.room = room
+    Regions.planned(a, 20, 15)
+    assert Regions.held_caps(b) == [11, 28, 45, 50] and Regions.held_caps(a) == [20]
     tail()  # the later region waits for the earlier ones
     head(), blocks(), blocks(), tail()
     assert compiled == ["head", "block", "tail"]
     assert not (a.refresh or b.refresh or c.refresh)
     # a most that needs more than all 250 bytes: room for the midpoint and the smallest only
     regions.current, c.rooms = c, 0
+    a.plan.saved_bytes = 100
     regions.make_room(budget=1000, least=1100, most=1300)
-    assert a.held_caps == [20, 60] and b.held_caps == [10, 30]
+    assert Regions.held_caps(b) == [10, 30, 50]
 
 
 class Thin(Broken):
