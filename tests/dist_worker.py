@@ -109,6 +109,7 @@ def summary(plan: Plan) -> dict:
         "runs_per_step": plan.runs_per_step,
         "others_held_bytes": plan.others_held_bytes,
         "min_feasible_bytes": plan.min_feasible_bytes,
+        "later_room_bytes": plan.later_room_bytes,
         "unconstrained_peak_bytes": plan.unconstrained_peak_bytes,
         "status": plan.status,
         "solver": plan.solver,
@@ -124,7 +125,9 @@ def local_grads(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def ddp(rank: int) -> dict:
+def ddp(rank: int, room: bool = False) -> dict:
+    """``room``: a budget below the second region's smallest peak beside the first region's
+    plan made without it (the first region is planned again with room for it)."""
     torch.manual_seed(0)
     model = Deep()
     torch.manual_seed(100 + rank)  # each rank its own data
@@ -136,11 +139,15 @@ def ddp(rank: int) -> dict:
         DDP(copy.deepcopy(model), bucket_cap_mb=1), budget=10**9, codegen="eager", time_limit_s=2
     )
     step(probe, x)
-    second = probe.graphremat_plans[1]
+    first, second = probe.graphremat_plans
     budget = (second.min_feasible_bytes + second.unconstrained_peak_bytes) // 2
+    if room:
+        budget = second.min_feasible_bytes - first.saved_bytes // 2
     mine = DDP(copy.deepcopy(model), bucket_cap_mb=1)
     cmodel = graphremat.compile(mine, budget=budget, codegen="eager", time_limit_s=2)
-    loss = step(cmodel, x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = step(cmodel, x)
     grads = local_grads(mine.module)
     step(cmodel, x)  # DDP rebuilds its buckets in the second step: measure the third
     mine.zero_grad(set_to_none=True)
@@ -158,6 +165,7 @@ def ddp(rank: int) -> dict:
         "first_bucket_params_bytes": sum(params[:8]),  # layers 0-3: weight and bias each
         "input_bytes": x.nbytes,
         "resident_bytes": model_resident_bytes(mine),
+        "warnings": [str(w.message) for w in caught if "graphremat" in str(w.message)],
     }
 
 
@@ -234,7 +242,12 @@ def plans(rank: int) -> dict:
     }
 
 
-SCENARIOS = {"ddp": ddp, "fsdp2": fsdp2, "plans": plans}
+SCENARIOS = {
+    "ddp": ddp,
+    "ddp_room": lambda rank: ddp(rank, room=True),
+    "fsdp2": fsdp2,
+    "plans": plans,
+}
 
 
 def main() -> None:

@@ -125,6 +125,22 @@ def test_ddp_buckets_share_the_budget(tmp_path):
         assert r["peak"] <= r["budget"] - total, (r["peak"], r["budget"], total)
 
 
+def test_ddp_buckets_make_room_before_the_first_step_runs(tmp_path):
+    """Below the second bucket's smallest peak beside the first bucket's plan made without it:
+    DDPOptimizer compiles both buckets before either runs, so the first is planned again, with
+    room for the second, before its first run, and the second after it; the same plans on
+    both ranks, DDP's gradients, and the step within the budget."""
+    results = run_ranks("ddp_room", tmp_path)
+    assert_same_plans([r["plans"] for r in results])
+    for r in results:
+        assert_grads_match(r)
+        assert len(r["warnings"]) == 1 and "have not run yet" in r["warnings"][0]
+        old, _, room, second = r["plans"]
+        assert room["later_room_bytes"] > 0 and room["saved_bytes"] < old["saved_bytes"]
+        assert second["budget_bytes"] == r["budget"]
+        assert r["peak"] <= r["budget"] - r["params_bytes"], (r["peak"], r["budget"])
+
+
 def test_fsdp2_gradients_and_identical_plans(tmp_path):
     """fully_shard per block and at the root, then graphremat.compile: FSDP2's hooks run
     outside the compiled regions (Dynamo does not trace them), so its all-gathers and
