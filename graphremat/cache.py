@@ -111,7 +111,7 @@ def _write(directory: Path, name: str, text: str) -> None:
             f.write(text)
         os.replace(tmp, directory / name)
     except OSError as e:
-        log.warning("graphremat: could not write the plan cache in %s: %s", directory, e)
+        log.warning("graphremat: could not write the plan cache in %s: %s", directory, str(e))
 
 
 def store(directory: Path, key: str, plan: Plan) -> None:

@@ -150,7 +150,9 @@ def annotate_workspace(gm: fx.GraphModule) -> dict[str, int]:
     try:
         ws = measure_workspace(gm)
     except Exception as e:  # an op that cannot run on made-up inputs: no calibration
-        log.warning("graphremat: workspace calibration skipped (%s: %s)", type(e).__name__, e)
+        # (the message, not the exception: a handler that keeps records, as pytest's does,
+        # would keep its traceback's frames and every caller's tensors alive)
+        log.warning("graphremat: workspace calibration skipped (%s: %s)", type(e).__name__, str(e))
         return {}
     for n in gm.graph.nodes:
         if n.name in ws:

@@ -174,7 +174,7 @@ def _flops(node: fx.Node) -> int:
     try:
         return int(fn(*args, out_val=node.meta.get("val"), **kwargs))
     except Exception as e:  # a formula that does not fit these args: fall back to bandwidth
-        log.debug("flop formula for %s failed: %s", node.format_node(), e)
+        log.debug("flop formula for %s failed: %s", node.format_node(), str(e))
         return 0
 
 
