@@ -12,19 +12,36 @@ class BudgetError(GraphRematError, ValueError):
 
 
 class InfeasibleBudget(GraphRematError, ValueError):
-    """No plan fits the budget. ``min_feasible_bytes`` is the smallest budget that does."""
+    """No plan fits the budget. ``min_feasible_bytes`` is the smallest budget that does; with
+    ``given_others`` (a region of a step with graph breaks), the region's smallest peak given
+    what the step's other regions keep as planned now, which they may plan differently at
+    another budget."""
 
-    def __init__(self, budget_bytes: int, min_feasible_bytes: int, detail: str = "") -> None:
+    def __init__(
+        self,
+        budget_bytes: int,
+        min_feasible_bytes: int,
+        detail: str = "",
+        given_others: bool = False,
+    ) -> None:
         self.budget_bytes = int(budget_bytes)
         self.min_feasible_bytes = int(min_feasible_bytes)
         from .budget import format_bytes
 
-        msg = (
-            f"no rematerialization plan fits the budget of {format_bytes(budget_bytes)} "
-            f"({budget_bytes} bytes); the smallest feasible budget is "
-            f"{format_bytes(min_feasible_bytes)} (min_feasible_bytes={min_feasible_bytes}). "
-            f"Raise the budget to at least {min_feasible_bytes} bytes, or shrink the batch."
-        )
+        msg = f"no rematerialization plan fits the budget of {format_bytes(budget_bytes)} "
+        if given_others:
+            msg += (
+                f"({budget_bytes} bytes); with what the step's other compiled regions keep as "
+                f"planned now, this region needs at least {format_bytes(min_feasible_bytes)} "
+                f"(min_feasible_bytes={min_feasible_bytes}). Raise the budget, or shrink the "
+                "batch."
+            )
+        else:
+            msg += (
+                f"({budget_bytes} bytes); the smallest feasible budget is "
+                f"{format_bytes(min_feasible_bytes)} (min_feasible_bytes={min_feasible_bytes}). "
+                f"Raise the budget to at least {min_feasible_bytes} bytes, or shrink the batch."
+            )
         super().__init__(msg + (f" {detail}" if detail else ""))
 
 

@@ -276,6 +276,7 @@ class Partitioner(P.CustomPartitionerFn):
             f"{c.earlier_bytes} bytes for their backward{again}: graphremat plans regions one "
             "at a time, so a joint plan might fit a lower budget. Remove the graph breaks "
             "(fullgraph=True shows where) to plan the step as one region.)",
+            given_others=True,
         )
 
     def _make_room(
@@ -305,6 +306,7 @@ class Partitioner(P.CustomPartitionerFn):
                 "again to keep less for a region after them: graphremat plans regions one at "
                 "a time, so a joint plan might fit a lower budget. Remove the graph breaks "
                 "(fullgraph=True shows where) to plan the step as one region.)",
+                given_others=True,
             )
         options = self.options
         self.options = replace(options, budget=Budget(nbytes=least))

@@ -518,4 +518,7 @@ def test_a_later_region_that_does_not_fit_says_why():
         train_step(cmodel, inputs)
     assert info.value.min_feasible_bytes == second.min_feasible_bytes
     assert "more than their plans can free" in str(info.value)
+    # (a minimum given the other regions' plans, not the smallest budget of the step)
+    assert "this region needs at least" in str(info.value)
+    assert "smallest feasible budget" not in str(info.value)
     assert "fullgraph=True" in str(info.value)
