@@ -285,7 +285,10 @@ class Partitioner(P.CustomPartitionerFn):
         """This region has no plan under the budget with what the earlier regions of the step
         keep for their backward, and they could keep less: they are planned again before their
         next run with a cap on what they keep (graphremat.regions.Regions.make_room), and this
-        region after them. For now (their forwards may have run) it gets its smallest plan.
+        region after them. If their forwards have run in this call: in the model's first call,
+        StepAgain (graphremat.compile runs the call again; InfeasibleBudget once it has run as
+        often as it may, or when its last run's new plans freed nothing for this region);
+        otherwise this region gets its smallest plan for this call, with a warning.
         ``ask=False``: the room is asked for already (a second attempt of this compile, e.g.
         the Inductor check's), only plan."""
         budget, least = error.budget_bytes, error.min_feasible_bytes
