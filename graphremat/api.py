@@ -116,7 +116,9 @@ def _raising_graphremat_errors(
     If a training call still ran without any plan (Dynamo had given up on the model's code
     before graphremat saw it), warns: the budget is then not enforced. With ``regions``, replays
     each call's runs of the compiled regions against their plans (graphremat.regions) and
-    warns where a run's whole-step peak exceeds its budget (the region is then planned again).
+    warns where a run's whole-step peak exceeds its budget (the region is then planned again);
+    and runs the model's first call again where a later region needed the earlier ones, which
+    had run, to keep less (StepAgain; buffers and random state restored, one warning).
     """
 
     @functools.wraps(fn)
