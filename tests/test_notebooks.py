@@ -12,7 +12,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 #: figures each notebook must produce (image/png outputs)
-FIGURES = {"01_quickstart": 1, "02_inspect_gpt": 3, "03_budget_sweep": 1}
+FIGURES = {"01_quickstart": 1, "02_inspect_gpt": 3, "03_budget_sweep": 1, "04_graph_breaks": 1}
 
 
 def test_every_notebook_is_listed():
