@@ -18,7 +18,6 @@ from collections import deque
 import torch
 
 from . import _private as P
-from .budget import Budget
 from .errors import GraphRematError, InfeasibleBudget, find_cause
 from .inductor_check import InductorMemory
 from .planner import ConfigError, Options, Partitioner
@@ -215,15 +214,11 @@ class GraphrematBackend:
         code Inductor generates for it stays below the model (0 if it does not), and, if that
         code fits ``budget_bytes`` (the user's, where known), (compiled, plan, code peak,
         budget_bytes), else None."""
-        part = self.partitioner
-        options = part.options
-        part.options = dataclasses.replace(options, budget=Budget(nbytes=min_feasible_bytes))
         try:
-            attempt = self._inductor_attempt(gm, example_inputs)
+            with self.partitioner.budget_at(min_feasible_bytes):
+                attempt = self._inductor_attempt(gm, example_inputs)
         except GraphRematError:
             return 0, None
-        finally:
-            part.options = options
         _, plan, real = attempt
         if plan is None:
             return 0, None

@@ -14,7 +14,8 @@ import pickle
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -269,14 +270,11 @@ class Partitioner(P.CustomPartitionerFn):
             if c.rooms
             else ", more than their plans can free"
         )
-        raise InfeasibleBudget(
+        raise _no_room(
             error.budget_bytes,
             error.min_feasible_bytes,
-            f"(This region runs after other compiled regions of the step, which hold "
-            f"{c.earlier_bytes} bytes for their backward{again}: graphremat plans regions one "
-            "at a time, so a joint plan might fit a lower budget. Remove the graph breaks "
-            "(fullgraph=True shows where) to plan the step as one region.)",
-            given_others=True,
+            f"This region runs after other compiled regions of the step, which hold "
+            f"{c.earlier_bytes} bytes for their backward{again}",
         )
 
     def _make_room(
@@ -294,29 +292,22 @@ class Partitioner(P.CustomPartitionerFn):
         budget, least = error.budget_bytes, error.min_feasible_bytes
         c, regions = self.regions.current, self.regions
         held = c.earlier_bytes
-        ran = any(d in regions.ran for d, _ in c.earlier)
+        ran = regions.earlier_ran(c)
         before = regions.room_needs.get(c.key)  # this region's need in the call's last run
         stuck = before is not None and least >= before
         if ask and ran and regions.runs_of_call > 1 and (stuck or not regions.can_run_again):
             # the first call ran its forward as often as it may, or the last run's new plans
             # freed nothing for this region: no room
-            raise InfeasibleBudget(
+            raise _no_room(
                 budget,
                 least,
-                f"(This region runs after {len(c.earlier)} other compiled region(s) of the "
+                f"This region runs after {len(c.earlier)} other compiled region(s) of the "
                 f"step, which keep {held} bytes for their backward after the first call ran "
-                f"its forward {self.regions.runs_of_call} times, each time planning them "
-                "again to keep less for a region after them: graphremat plans regions one at "
-                "a time, so a joint plan might fit a lower budget. Remove the graph breaks "
-                "(fullgraph=True shows where) to plan the step as one region.)",
-                given_others=True,
+                f"its forward {regions.runs_of_call} times, each time planning them again to "
+                "keep less for a region after them",
             )
-        options = self.options
-        self.options = replace(options, budget=Budget(nbytes=least))
-        try:
+        with self.budget_at(least):
             fw, bw, plan = plan_it(reused=reused)
-        finally:
-            self.options = options
         if not ask:
             return fw, bw, plan
         kept, now_kept, ran = regions.make_room(budget, least, plan.unconstrained_peak_bytes)
@@ -346,6 +337,17 @@ class Partitioner(P.CustomPartitionerFn):
         )
         return fw, bw, plan
 
+    @contextmanager
+    def budget_at(self, nbytes: int) -> Iterator[None]:
+        """Plan with a budget of ``nbytes`` for the duration (the smallest plan of a region, to
+        run once or to measure)."""
+        options = self.options
+        self.options = replace(options, budget=Budget(nbytes=nbytes))
+        try:
+            yield
+        finally:
+            self.options = options
+
     def _annotate(self, plan: Plan) -> Plan:
         """``plan`` with its region's fields (graphremat.regions): runs per step, what one run
         holds, what other runs and regions hold in its predicted peak."""
@@ -369,6 +371,19 @@ class Partitioner(P.CustomPartitionerFn):
 
     def uuid(self) -> str:
         return self.options.uuid()
+
+
+def _no_room(budget_bytes: int, least: int, why: str) -> InfeasibleBudget:
+    """A later region of a step with graph breaks has no plan beside what the regions before
+    it keep (``why``, a sentence): its minimum is given their plans."""
+    return InfeasibleBudget(
+        budget_bytes,
+        least,
+        f"({why}: graphremat plans regions one at a time, so a joint plan might fit a lower "
+        "budget. Remove the graph breaks (fullgraph=True shows where) to plan the step as one "
+        "region.)",
+        given_others=True,
+    )
 
 
 def _own_resident_bytes(joint: fx.GraphModule, num_fwd_outputs: int, primals, static_idx) -> int:

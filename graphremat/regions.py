@@ -277,12 +277,21 @@ class Regions:
         return 0 < least - budget <= self._reducible(c)
 
     @staticmethod
-    def _reducible(c: Compile) -> int:
-        return sum(
-            n * d.plan.saved_bytes
+    def _askable(c: Compile) -> list[tuple[Compile, int]]:
+        """The compiles ``c`` counts (with their runs) that could be planned again to keep
+        less: tracked, planned, keeping some saved bytes."""
+        return [
+            (d, n)
             for d, n in c.earlier
-            if d.recompile is not None and d.plan is not None
-        )
+            if d.recompile is not None and d.plan is not None and d.plan.saved_bytes
+        ]
+
+    def _reducible(self, c: Compile) -> int:
+        return sum(n * d.plan.saved_bytes for d, n in self._askable(c))
+
+    def earlier_ran(self, c: Compile) -> bool:
+        """Whether a compile that ``c`` counts has run in the current call."""
+        return any(d in self.ran for d, _ in c.earlier)
 
     def make_room(self, budget: int, least: int, most: int) -> tuple[int, int, bool]:
         """The current compile (a later region) needs ``least`` bytes at its smallest and
@@ -299,16 +308,12 @@ class Regions:
             keep = reducible - (need - budget)
             if 0 <= keep < reducible and keep not in keeps:
                 keeps.append(keep)
-        asked = [
-            (d, n)
-            for d, n in c.earlier
-            if d.recompile is not None and d.plan is not None and d.plan.saved_bytes
-        ]
+        asked = self._askable(c)
         room = Room(keeps, dict(asked), {d: d.plan.saved_bytes for d, _ in asked})
         for d, _ in asked:
             d.room, d.refresh = room, True
         c.refresh, c.rooms = True, c.rooms + 1
-        return keeps[0], reducible, any(d in self.ran for d, _ in c.earlier)
+        return keeps[0], reducible, self.earlier_ran(c)
 
     @staticmethod
     def held_caps(c: Compile) -> list[int]:
