@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 from graphremat.solvers.literature import from_node_link, to_remat_problem
@@ -23,6 +24,7 @@ from graphremat.solvers.sequence import (
     simulate,
     stage_lower_bound,
 )
+from graphremat.solvers.sequence_bound import cascade_bound
 from graphremat.solvers.sequence_greedy import greedy_plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -173,3 +175,63 @@ def test_every_plan_re_simulates_within_budget(p, frac):
         assert sim.valid and sim.peak_bytes <= budget and sim.recompute_cost == res.objective
         assert res.bound <= res.objective
         assert crossing_bound(p, budget) <= res.objective
+
+
+def test_the_cascade_bound_counts_the_inputs_a_recomputation_needs():
+    """b must be dropped across the big stage 2 and computed again for d; that needs a, which is
+    not alive then and cannot be kept across stage 2 either: any schedule recomputes a and b
+    (cost 6), while the crossing rows see only b (cost 1)."""
+    p = SequenceProblem(
+        names=("a", "b", "c", "d"),
+        preds=((), (0,), (), (1,)),
+        mem_bytes=(1, 1, 9, 1),
+        cost=(5.0, 1.0, 0.0, 0.0),
+    )
+    assert simulate(p, no_remat_plan(p)).peak_bytes == 10
+    assert crossing_bound(p, 9) == 1
+    assert cascade_bound(p, 9) == 6 == brute_force(p, 9)
+    res = solve_sequence(p, 9, **FAST)
+    assert res.status is SolveStatus.OPTIMAL and res.objective == 6
+    assert res.info["any_schedule_bound"] == 6 and res.info["cascade_bound"] == 6
+
+
+def random_schedule(p: SequenceProblem, rng: random.Random) -> SequencePlan:
+    """A valid schedule with any number of copies per value: consumers first, each value's uses
+    (its consumers' computations) split at random into runs, one copy per run, a recomputation
+    starting just in time (or, one time in four, earlier, after the previous copy)."""
+    n = p.num_nodes
+    starts: list[list[int]] = [[k] for k in range(n)]  # stages where each value is computed
+    copies: list[tuple] = [()] * n
+    for v in reversed(range(n)):
+        uses = sorted({s for w in p.succs[v] for s in starts[w]})
+        cuts = [i for i in range(1, len(uses)) if rng.random() < 0.5]
+        runs = [uses[i:j] for i, j in zip([0, *cuts], [*cuts, len(uses)], strict=True)]
+        cv = [(v, runs[0][-1] if runs and runs[0] else v)]
+        for run in runs[1:]:
+            early = rng.random() < 0.25
+            cv.append((rng.randint(cv[-1][1] + 1, run[0]) if early else run[0], run[-1]))
+        copies[v] = tuple(cv)
+        starts[v] = [c[0] for c in cv]
+    return SequencePlan(tuple(copies))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sequences(max_nodes=9), st.integers(0, 2**32 - 1))
+def test_the_cascade_bound_holds_for_schedules_with_any_number_of_copies(p, seed):
+    """At the peak of each of 40 random schedules, the bound is at most the cheapest of them
+    that fits (each value may have up to as many copies as it has uses)."""
+    rng = random.Random(seed)
+    sims = [simulate(p, random_schedule(p, rng)) for _ in range(40)]
+    assert all(s.valid for s in sims), [s.reason for s in sims if not s.valid]
+    for peak in {s.peak_bytes for s in sims}:
+        cheapest = min(s.recompute_cost for s in sims if s.peak_bytes <= peak)
+        assert cascade_bound(p, peak) <= cheapest
+
+
+@settings(max_examples=25, deadline=None)
+@given(sequences(max_nodes=4), budgets)
+def test_the_cascade_bound_never_passes_the_two_copy_optimum(p, frac):
+    budget = int(frac * simulate(p, no_remat_plan(p)).peak_bytes)
+    best = brute_force(p, budget)
+    if best < math.inf:
+        assert cascade_bound(p, budget) <= best
