@@ -24,10 +24,11 @@ than the budget) and a value ``v < t``:
 Every schedule satisfies these with its own 0/1 values, so the LP optimum (any subset of stages,
 any subset of the input rows) is a lower bound. Inputs are followed one level (the inputs of
 values read after t); deeper levels changed nothing on the rl graphs. The LP has a block per
-stage, coupled only through ``x``; stages are added in rounds (spread over the over-budget
-stages, twice as many each round; the local peaks of the no-remat memory first, then the other
-stages by height) until all are in, a round gains little, or the time limit is reached: the
-bound of the last finished round is returned. GLOP (OR-Tools' simplex) solves it.
+stage, coupled only through ``x``; stages are added in rounds, twice as many each round (the
+local peaks of the no-remat memory first, then the other over-budget stages by height), until
+all are in, a round gains little, or the time limit is reached: the bound of the last finished
+round is returned. GLOP (OR-Tools' simplex) solves it; the margin below its optimum (``_SAFETY``)
+is a guard against its tolerances, not a rounding-safe proof.
 """
 
 from __future__ import annotations
