@@ -1,19 +1,24 @@
-"""A fast heuristic for the papers' setting: evict values across the peak, recompute them just
-in time. Used as the CP-SAT warm start (and as the answer if CP-SAT finds nothing better).
+"""A fast heuristic for the papers' setting: evict values across the peak, compute them again
+later. Used as the CP-SAT warm start (and as the answer if CP-SAT finds nothing better).
 
 Input: a :class:`SequenceProblem` and a budget. Output: a :class:`SequencePlan` with at most two
 copies per value whose simulated peak fits the budget, or None. No optimality claim.
 
 Each value has its first copy ``[v, end0]`` and at most one recomputation ``[s, e]``. A move
 *evicts* ``v`` at an over-budget stage ``t``: the first copy ends at ``v``'s last use before
-``t``, the recomputation starts at its first use after ``t``; inputs of ``v`` not alive there are
-recomputed (or kept) there too, recursively. Moves are chosen greedily by (bytes x stages of
-excess removed) / (cost added) until the peak fits; then recomputations are undone, most
-expensive first, where the plan still fits.
+``t``, the recomputation starts at its first use after ``t`` (just in time) or right after
+``t``; each input of ``v`` not alive there is either recomputed there too, recursively, or (if it
+has no recomputation yet) kept alive until then: four variants per eviction. Computing early and
+keeping inputs matter where inputs were freed long before: a just-in-time recomputation then
+needs its whole input cascade in one stage (on rl250 14-170 values, which lifted that stage
+above the peak it removed). Moves are chosen greedily by (bytes x stages of excess removed) /
+(cost added) until the peak fits; then recomputations are undone, most expensive first, where
+the plan still fits.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -57,18 +62,28 @@ def _gap(problem: SequenceProblem, st: _State, v: int, t: int) -> tuple[int, int
     return max((u for u in uses if u < t), default=v), after
 
 
-def _evict(problem: SequenceProblem, st: _State, v: int, gap: tuple[int, int], max_cost: float):
-    """Changes {value: (end0, extra)} and added cost that make v dead between the uses in
-    ``gap``; None once the cost passes ``max_cost``."""
-    before, after = gap
+def _evict(
+    problem: SequenceProblem,
+    st: _State,
+    v: int,
+    before: int,
+    at: int,
+    *,
+    keep: bool,
+    max_cost: float,
+):
+    """Changes {value: (end0, extra)} and added cost that make v dead after its use ``before``
+    and compute it again at stage ``at``; an input not alive there is kept alive until then
+    (``keep``, where it has no recomputation) or recomputed there too. None once the cost passes
+    ``max_cost``."""
     end = st.extra[v][1] if st.extra[v] is not None else st.end0[v]
-    changes = {v: (before, (after, end))}
+    changes = {v: (before, (at, end))}
     cost = problem.cost[v] if st.extra[v] is None else 0.0
 
     def get(u: int) -> tuple[int, Extra]:
         return changes.get(u, (st.end0[u], st.extra[u]))
 
-    stack = [(v, after)]
+    stack = [(v, at)]
     while stack:  # the inputs of a value recomputed at stage b must be alive at b
         if cost > max_cost:
             return None
@@ -77,7 +92,9 @@ def _evict(problem: SequenceProblem, st: _State, v: int, gap: tuple[int, int], m
             end0, extra = get(u)
             if _alive(end0, extra, u, b):
                 continue
-            if extra is None:
+            if extra is None and keep:
+                changes[u] = (b, None)
+            elif extra is None:
                 changes[u], cost = (end0, (b, b)), cost + problem.cost[u]
                 stack.append((u, b))
             elif extra[0] > b:
@@ -132,14 +149,15 @@ def _normalize(problem: SequenceProblem, st: _State) -> None:
         first = [u for u in uses if u <= st.end0[v]]
         later = [u for u in uses if u >= st.extra[v][0]]
         st.end0[v] = max(first, default=v)
-        st.extra[v] = (later[0], later[-1]) if later else None
+        st.extra[v] = (st.extra[v][0], later[-1]) if later else None
         if st.extra[v] is not None and st.extra[v][0] <= st.end0[v] + 1:
             st.end0[v], st.extra[v] = st.extra[v][1], None  # adjacent copies: same bytes, cheaper
 
 
-def _best_move(problem, st, prof, budget, mem):
-    """The eviction with the most excess removed per unit of cost, at the highest stages.
-    A candidate's cascade stops once its cost cannot beat the best score so far."""
+def _best_move(problem, st, prof, budget, mem, early_first):
+    """The eviction with the most excess removed per unit of cost, at the highest stages (ties:
+    the first tried, recomputing early or just in time first by ``early_first``). A
+    candidate's cascade stops once its cost cannot beat the best score so far."""
     over = np.maximum(prof - budget, 0)
     excess = over.sum()
     for t in np.argsort(-prof, kind="stable"):
@@ -152,15 +170,19 @@ def _best_move(problem, st, prof, budget, mem):
                 continue
             gain_ub = np.minimum(over[gap[0] + 1 : gap[1]], mem[v]).sum()
             max_cost = gain_ub / best[0] if best is not None else math.inf
-            move = _evict(problem, st, v, gap, max_cost)
-            if move is None:
-                continue
-            changes, cost = move
-            gain = excess - np.maximum(prof + _diff(len(prof), changes, st, mem) - budget, 0).sum()
-            if gain > 0:
-                score = gain / (cost + 1e-9)
-                if best is None or score > best[0]:
-                    best = (score, changes)
+            # recompute just in time or right after t; recompute missing inputs or keep them
+            starts = sorted({gap[1], int(t) + 1}, reverse=not early_first)
+            for at, keep in itertools.product(starts, (False, True)):
+                move = _evict(problem, st, v, gap[0], at, keep=keep, max_cost=max_cost)
+                if move is None:
+                    continue
+                changes, cost = move
+                diff = _diff(len(prof), changes, st, mem)
+                gain = excess - np.maximum(prof + diff - budget, 0).sum()
+                if gain > 0:
+                    score = gain / (cost + 1e-9)
+                    if best is None or score > best[0]:
+                        best = (score, changes)
         if best is not None:
             return best[1]
     return None
@@ -181,8 +203,18 @@ def _undo_recomputations(problem, st, budget, deadline) -> None:
 def greedy_plan(
     problem: SequenceProblem, budget_bytes: int, *, time_limit_s: float = 10.0
 ) -> SequencePlan | None:
-    """A plan with peak <= ``budget_bytes`` (see the module docstring), or None."""
+    """A plan with peak <= ``budget_bytes`` (see the module docstring), or None: the cheaper of
+    two descents that break ties between equally good moves differently (one may get stuck
+    where the other does not)."""
     deadline = time.perf_counter() + time_limit_s
+    plans = [_descend(problem, budget_bytes, deadline, early) for early in (False, True)]
+    sims = [(simulate(problem, p).recompute_cost, k, p) for k, p in enumerate(plans) if p]
+    return min(sims)[2] if sims else None
+
+
+def _descend(
+    problem: SequenceProblem, budget_bytes: int, deadline: float, early_first: bool
+) -> SequencePlan | None:
     n = problem.num_nodes
     st = _State([problem.last_use(v) for v in range(n)], [None] * n)
     mem = np.asarray(problem.mem_bytes, dtype=np.int64)
@@ -190,7 +222,7 @@ def greedy_plan(
     while prof.max(initial=0) > budget_bytes:
         if time.perf_counter() > deadline:
             return None
-        changes = _best_move(problem, st, prof, budget_bytes, mem)
+        changes = _best_move(problem, st, prof, budget_bytes, mem, early_first)
         if changes is None:
             return None
         for u, (end0, extra) in changes.items():

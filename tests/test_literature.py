@@ -195,6 +195,42 @@ def test_the_cascade_bound_counts_the_inputs_a_recomputation_needs():
     assert res.info["any_schedule_bound"] == 6 and res.info["cascade_bound"] == 6
 
 
+def test_the_greedy_computes_early_and_keeps_the_input():
+    """Stage 2 (a b c, 14 bytes) is over 13: b must go. Just in time (stage 4) b needs a, freed
+    after stage 2: recomputing or keeping it puts a b e (14) in stage 4. Computing b at stage 3
+    with a kept until then fits (a b d, 10 bytes): the enumerated optimum, cost 4."""
+    p = SequenceProblem(
+        names=("a", "b", "c", "d", "e"),
+        preds=((), (0,), (0,), (), (1,)),
+        mem_bytes=(4, 5, 5, 1, 5),
+        cost=(4.0, 4.0, 1.0, 3.0, 2.0),
+    )
+    assert simulate(p, no_remat_plan(p)).peak_bytes == 14
+    plan = greedy_plan(p, 13)
+    assert plan is not None and plan.copies[0] == ((0, 3),) and plan.copies[1] == ((1, 1), (3, 4))
+    sim = simulate(p, plan)
+    assert sim.valid and sim.peak_bytes <= 13 and sim.recompute_cost == 4 == brute_force(p, 13)
+
+
+def test_where_the_greedy_sticks_a_soft_budget_solve_gives_the_first_plan():
+    """Stage 3 (a b c d, 14 bytes) is over 11. The greedy drops b (cost 0) first and keeps a
+    for b's recomputation at stage 4, which then holds a b c e (12) with nothing left to drop;
+    dropping c instead (cost 1) fits. The soft-budget model finds a plan and CP-SAT proves it
+    optimal."""
+    p = SequenceProblem(
+        names=("a", "b", "c", "d", "e"),
+        preds=((), (0,), (), (0,), (1, 2)),
+        mem_bytes=(2, 3, 5, 4, 2),
+        cost=(1.0, 0.0, 1.0, 1.0, 0.0),
+    )
+    assert greedy_plan(p, 11) is None
+    res = solve_sequence(p, 11, **FAST)
+    assert res.info["warm_start"] == "fit" and res.info["greedy_cost"] is None
+    assert res.status is SolveStatus.OPTIMAL and res.objective == 1 == brute_force(p, 11)
+    sim = simulate(p, res.info["plan"])
+    assert sim.valid and sim.peak_bytes <= 11
+
+
 def random_schedule(p: SequenceProblem, rng: random.Random) -> SequencePlan:
     """A valid schedule with any number of copies per value: consumers first, each value's uses
     (its consumers' computations) split at random into runs, one copy per run, a recomputation
