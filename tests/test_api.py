@@ -203,6 +203,24 @@ def test_compile_plans_even_past_dynamo_recompile_limit():
     assert len(cm.graphremat_plans) == 1
 
 
+def test_a_step_run_eagerly_after_compiling_warns_that_the_budget_is_not_enforced():
+    """Under torch.compiler.set_stance("force_eager") Dynamo runs the model's Python code: no
+    plan applies, and the call says so; the limits graphremat lifts come back after each call."""
+    limits = torch._dynamo.config.recompile_limit, torch._dynamo.config.accumulated_recompile_limit
+    cm = graphremat.compile(Tiny(), budget=1.0, codegen="eager")
+    x = torch.randn(4, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cm(x).backward()
+    with torch.compiler.set_stance("force_eager"):
+        with pytest.warns(RuntimeWarning, match="ran none of graphremat's compiled code"):
+            cm(x).backward()
+    assert (
+        torch._dynamo.config.recompile_limit,
+        torch._dynamo.config.accumulated_recompile_limit,
+    ) == limits
+
+
 def test_a_step_dynamo_gave_up_on_warns_that_the_budget_is_not_enforced():
     limit = torch._dynamo.config.recompile_limit
     for batch in range(1, limit + 3):  # past the limit: Dynamo runs Tiny.forward eagerly from now
