@@ -6,14 +6,15 @@ copies per value whose simulated peak fits the budget, or None. No optimality cl
 
 Each value has its first copy ``[v, end0]`` and at most one recomputation ``[s, e]``. A move
 *evicts* ``v`` at an over-budget stage ``t``: the first copy ends at ``v``'s last use before
-``t``, the recomputation starts at its first use after ``t`` (just in time) or right after
-``t``; each input of ``v`` not alive there is either recomputed there too, recursively, or (if it
-has no recomputation yet) kept alive until then: four variants per eviction. Computing early and
-keeping inputs matter where inputs were freed long before: a just-in-time recomputation then
-needs its whole input cascade in one stage (on rl250 14-170 values, which lifted that stage
-above the peak it removed). Moves are chosen greedily by (bytes x stages of excess removed) /
-(cost added) until the peak fits; then recomputations are undone, most expensive first, where
-the plan still fits.
+``t``, the recomputation starts at its first use after ``t`` (just in time), right after ``t``,
+or (in two of the four descents) at the quarter points between; each input of ``v`` not alive
+there is either recomputed there too, recursively, or (if it has no recomputation yet) kept
+alive until then. Computing early and keeping inputs matter where inputs were freed long
+before: a just-in-time recomputation then needs its whole input cascade in one stage (on rl250
+14-170 values, which lifted that stage above the peak it removed). Moves are chosen greedily by
+(bytes x stages of excess removed) / (cost added) until the peak fits; then recomputations are
+undone, most expensive first, where the plan still fits. The cheapest plan of the four descents
+(two sets of start stages, two tie orders) is returned.
 """
 
 from __future__ import annotations
@@ -154,9 +155,10 @@ def _normalize(problem: SequenceProblem, st: _State) -> None:
             st.end0[v], st.extra[v] = st.extra[v][1], None  # adjacent copies: same bytes, cheaper
 
 
-def _best_move(problem, st, prof, budget, mem, early_first):
-    """The eviction with the most excess removed per unit of cost, at the highest stages (ties:
-    the first tried, recomputing early or just in time first by ``early_first``). A
+def _best_move(problem, st, prof, budget, mem, early_first, splits):
+    """The eviction with the most excess removed per unit of cost, at the highest stages. The
+    recomputation starts at one of ``splits + 1`` evenly spaced stages from right after the
+    evicted stage to the next use (ties: the first tried, earliest first by ``early_first``). A
     candidate's cascade stops once its cost cannot beat the best score so far."""
     over = np.maximum(prof - budget, 0)
     excess = over.sum()
@@ -170,8 +172,10 @@ def _best_move(problem, st, prof, budget, mem, early_first):
                 continue
             gain_ub = np.minimum(over[gap[0] + 1 : gap[1]], mem[v]).sum()
             max_cost = gain_ub / best[0] if best is not None else math.inf
-            # recompute just in time or right after t; recompute missing inputs or keep them
-            starts = sorted({gap[1], int(t) + 1}, reverse=not early_first)
+            # recompute between right after t and just in time; recompute or keep its inputs
+            lo, hi = int(t) + 1, gap[1]
+            starts = sorted({lo + (hi - lo) * k // splits for k in range(splits + 1)})
+            starts = starts if early_first else starts[::-1]
             for at, keep in itertools.product(starts, (False, True)):
                 move = _evict(problem, st, v, gap[0], at, keep=keep, max_cost=max_cost)
                 if move is None:
@@ -203,17 +207,21 @@ def _undo_recomputations(problem, st, budget, deadline) -> None:
 def greedy_plan(
     problem: SequenceProblem, budget_bytes: int, *, time_limit_s: float = 10.0
 ) -> SequencePlan | None:
-    """A plan with peak <= ``budget_bytes`` (see the module docstring), or None: the cheaper of
-    two descents that break ties between equally good moves differently (one may get stuck
-    where the other does not)."""
+    """A plan with peak <= ``budget_bytes`` (see the module docstring), or None: the cheapest of
+    four descents, recomputing right after the evicted stage or just in time (``splits`` 1) or
+    also at the quarter points between (4), each breaking ties between equally good moves both
+    ways (one may get stuck where another does not)."""
     deadline = time.perf_counter() + time_limit_s
-    plans = [_descend(problem, budget_bytes, deadline, early) for early in (False, True)]
+    plans = [
+        _descend(problem, budget_bytes, deadline, early, splits)
+        for splits, early in itertools.product((1, 4), (False, True))
+    ]
     sims = [(simulate(problem, p).recompute_cost, k, p) for k, p in enumerate(plans) if p]
     return min(sims)[2] if sims else None
 
 
 def _descend(
-    problem: SequenceProblem, budget_bytes: int, deadline: float, early_first: bool
+    problem: SequenceProblem, budget_bytes: int, deadline: float, early_first: bool, splits: int
 ) -> SequencePlan | None:
     n = problem.num_nodes
     st = _State([problem.last_use(v) for v in range(n)], [None] * n)
@@ -222,7 +230,7 @@ def _descend(
     while prof.max(initial=0) > budget_bytes:
         if time.perf_counter() > deadline:
             return None
-        changes = _best_move(problem, st, prof, budget_bytes, mem, early_first)
+        changes = _best_move(problem, st, prof, budget_bytes, mem, early_first, splits)
         if changes is None:
             return None
         for u, (end0, extra) in changes.items():
