@@ -12,14 +12,19 @@ than the budget) and a value ``v < t``:
 
   ``a[v,t]``  some copy of v covers stage t (v is alive at t)
   ``r[v,t]``  some copy of v starts after t (v is computed again later)
-  ``x[v]``    v is computed more than once (cost ``cost[v]``; objective: sum of cost * x)
+  ``x[v]``    how many times v is computed again (cost ``cost[v]``; objective: sum of cost * x)
+  ``w[v,u]``  v is computed again between its last use before a stage and its next use ``u``
 
   * node t and its inputs are alive at t (constants);
   * a value read by a first computation after t is alive at t or computed again after it:
     ``a[v,t] + r[v,t] >= 1``;
   * computing v after t needs each input u alive then, from a copy that covers t or starts after
     it: ``a[u,t] + r[u,t] >= r[v,t]``;
-  * ``x[v] >= r[v,t]``; the bytes alive at t fit: ``sum mem[v] * a[v,t] + own bytes <= budget``.
+  * ``x[v] >= r[v,t]``; the bytes alive at t fit: ``sum mem[v] * a[v,t] + own bytes <= budget``;
+  * a value read after t that is not alive at t is computed again in (t, its next use u]:
+    ``w[v,u] >= 1 - a[v,t]``; windows with different next uses are disjoint (the earlier next use
+    comes before the later stage), so ``x[v] >= sum over u of w[v,u]`` (a value dropped at two
+    peaks with a read between them is computed again twice).
 
 Every schedule satisfies these with its own 0/1 values, so the LP optimum (any subset of stages,
 any subset of the input rows) is a lower bound. Inputs are followed one level (the inputs of
@@ -67,13 +72,14 @@ class _Relaxation:
         self.p, self.budget = problem, budget_bytes
         self.lp = pywraplp.Solver.CreateSolver("GLOP")
         self.x: dict[int, pywraplp.Variable] = {}
+        self.windows: dict[tuple[int, int], pywraplp.Variable] = {}
         self.objective = self.lp.Objective()
         self.objective.SetMinimization()
         self.infeasible = False
 
     def _x(self, v: int) -> pywraplp.Variable:
         if v not in self.x:
-            self.x[v] = self.lp.NumVar(0.0, 1.0, f"x{v}")
+            self.x[v] = self.lp.NumVar(0.0, self.lp.infinity(), f"x{v}")
             self.objective.SetCoefficient(self.x[v], self.p.cost[v])
         return self.x[v]
 
@@ -89,6 +95,13 @@ class _Relaxation:
             row = lp.Constraint(1.0, inf)
             row.SetCoefficient(a[v], 1.0)
             row.SetCoefficient(r[v], 1.0)
+            # dropped at t: computed again in (t, next use], one window per next use
+            key = (v, min(w for w in p.succs[v] if w > t))
+            if key not in self.windows:
+                self.windows[key] = lp.NumVar(0.0, 1.0, f"w{key}")
+            row = lp.Constraint(1.0, inf)
+            row.SetCoefficient(self.windows[key], 1.0)
+            row.SetCoefficient(a[v], 1.0)
         for v in values:
             row = lp.Constraint(0.0, inf)  # x[v] >= r[v,t]
             row.SetCoefficient(self._x(v), 1.0)
@@ -112,6 +125,15 @@ class _Relaxation:
         """The LP's optimum as a safe bound; inf if infeasible; None if not solved in time."""
         if self.infeasible:
             return math.inf
+        per_value: dict[int, list[pywraplp.Variable]] = {}
+        for (v, _), w in self.windows.items():
+            per_value.setdefault(v, []).append(w)
+        for v, ws in per_value.items():
+            if len(ws) > 1:  # x[v] >= recomputations in disjoint windows
+                row = self.lp.Constraint(0.0, self.lp.infinity())
+                row.SetCoefficient(self._x(v), 1.0)
+                for w in ws:
+                    row.SetCoefficient(w, -1.0)
         self.lp.SetTimeLimit(max(1, int(time_limit_s * 1000)))
         code = self.lp.Solve()
         if code == pywraplp.Solver.INFEASIBLE:

@@ -231,6 +231,26 @@ def test_where_the_greedy_sticks_a_soft_budget_solve_gives_the_first_plan():
     assert sim.valid and sim.peak_bytes <= 11
 
 
+def test_the_cascade_bound_counts_a_value_dropped_between_two_uses_twice():
+    """a must be dropped at both big stages (1 and 3) and is read between them (c) and after
+    (d): two recomputations, cost 10, where counting each value once gives 5."""
+    p = SequenceProblem(
+        names=("a", "B1", "c", "B2", "d"),
+        preds=((), (), (0,), (), (0,)),
+        mem_bytes=(1, 9, 1, 9, 1),
+        cost=(5.0, 0.0, 0.0, 0.0, 0.0),
+    )
+    assert simulate(p, no_remat_plan(p)).peak_bytes == 10
+    twice = SequencePlan((((0, 0), (2, 2), (4, 4)), ((1, 1),), ((2, 2),), ((3, 3),), ((4, 4),)))
+    sim = simulate(p, twice)
+    assert sim.valid and sim.peak_bytes == 9 and sim.recompute_cost == 10
+    assert crossing_bound(p, 9) == 5
+    assert cascade_bound(p, 9) == 10
+    res = solve_sequence(p, 9, num_copies=3, **FAST)
+    assert res.status is SolveStatus.OPTIMAL and res.objective == 10
+    assert res.info["any_schedule_bound"] == 10
+
+
 def random_schedule(p: SequenceProblem, rng: random.Random) -> SequencePlan:
     """A valid schedule with any number of copies per value: consumers first, each value's uses
     (its consumers' computations) split at random into runs, one copy per run, a recomputation
