@@ -195,9 +195,10 @@ def _raising_graphremat_errors(
 
 @contextlib.contextmanager
 def _lifted_recompile_limits():
-    """Dynamo's recompile limits set to UNLIMITED_RECOMPILES, restored on exit. Set directly,
-    not with ``config.patch``: a patched (thread-local) config made every call of the test
-    Llama ~0.05-0.1 ms slower (its forward takes ~3.3 ms), setting and restoring ~0.02 ms."""
+    """Dynamo's recompile limits set to UNLIMITED_RECOMPILES, restored on exit (process-wide
+    while the call runs: another thread compiling meanwhile sees them too). Set directly, not
+    with ``config.patch``: a patched (thread-local) config made every call of the test Llama
+    ~0.05-0.1 ms slower (its forward takes ~3.3 ms), setting and restoring ~0.02 ms."""
     config = torch._dynamo.config
     before = config.recompile_limit, config.accumulated_recompile_limit
     config.recompile_limit = config.accumulated_recompile_limit = UNLIMITED_RECOMPILES
