@@ -102,10 +102,25 @@ def test_literature_matches_the_published_vgg16_results(tmp_path, capsys):
     assert_png(tmp_path / "vgg.png")
 
 
+@pytest.mark.skipif(not GRAPHS.is_dir(), reason=f"no literature graphs at {GRAPHS}")
+def test_literature_with_three_copies_per_value(tmp_path, capsys):
+    """rl100 at 80 %: the C=2 optimum is 2.296 %; with a second recomputation allowed the plan
+    is no worse, and its row says which class its proofs are for."""
+    argv = ["literature", "--graphs-dir", str(GRAPHS), "--graphs", "rl100", "--budgets", "0.8"]
+    argv += ["--copies", "3", "--time-limit", "20", "--out", str(tmp_path), "--no-progress"]
+    assert bench.main(argv) == 0
+    capsys.readouterr()
+    (row,) = json.loads((tmp_path / "literature.json").read_text())
+    assert row["copies"] == 3 and row["peak_bytes"] <= row["budget_bytes"]
+    assert round(row["overhead_pct"], 3) <= 2.296
+    assert "C=2" not in row["status"]
+
+
 @pytest.mark.parametrize(
     ("argv", "names"),
     [
         (["literature", "--graphs-dir", "/no/such/dir"], "--graphs-dir"),
+        (["literature", "--copies", "1"], "--copies"),
         (["scale", "--budgets", "0.8", "1.5"], "--budgets"),
         (["scale", "--layers", "0"], "--layers"),
         (["scale", "--hidden", "30", "--heads", "4"], "--hidden 30 is not a multiple of --heads"),
