@@ -212,17 +212,18 @@ def greedy_plan(
     also at the quarter points between (4), each breaking ties between equally good moves both
     ways (one may get stuck where another does not)."""
     deadline = time.perf_counter() + time_limit_s
-    plans = [
+    found = [
         _descend(problem, budget_bytes, deadline, early, splits)
         for splits, early in itertools.product((1, 4), (False, True))
     ]
-    sims = [(simulate(problem, p).recompute_cost, k, p) for k, p in enumerate(plans) if p]
-    return min(sims)[2] if sims else None
+    ranked = [(cost, k, plan) for k, (cost, plan) in enumerate(f for f in found if f)]
+    return min(ranked)[2] if ranked else None
 
 
 def _descend(
     problem: SequenceProblem, budget_bytes: int, deadline: float, early_first: bool, splits: int
-) -> SequencePlan | None:
+) -> tuple[float, SequencePlan] | None:
+    """One descent: (recompute cost, plan) of a plan that fits, or None."""
     n = problem.num_nodes
     st = _State([problem.last_use(v) for v in range(n)], [None] * n)
     mem = np.asarray(problem.mem_bytes, dtype=np.int64)
@@ -240,4 +241,4 @@ def _descend(
     _undo_recomputations(problem, st, budget_bytes, deadline)
     plan = _plan(st)
     sim = simulate(problem, plan)
-    return plan if sim.valid and sim.peak_bytes <= budget_bytes else None
+    return (sim.recompute_cost, plan) if sim.valid and sim.peak_bytes <= budget_bytes else None
