@@ -39,6 +39,7 @@ def compile(
     calibrate: bool | str = "auto",
     cache: bool | str = True,
     max_recomputes: int = 1,
+    cost_model: str = "roofline-v2",
     fullgraph: bool = False,
     dynamic: bool | None = False,
 ):
@@ -57,6 +58,10 @@ def compile(
     ``max_recomputes``: 1 (default) recomputes a value at most once, just before the backward
     needs it; k > 1 lets the solver recompute a value up to k times, anywhere in the backward
     (lower peaks, for graphs of a few hundred decisions; see graphremat/solvers/multi.py).
+    ``cost_model``: what a recomputation costs the solver: "roofline-v2" (default) its roofline
+    runtime (FLOPs and bytes moved), plus, with ``codegen="eager"``, each op's dispatch
+    (graphremat.capture.EAGER_DISPATCH_NS: many tiny ops are not free); "roofline-v1": the
+    roofline alone.
 
     A model with graph breaks compiles to several regions that share the budget
     (graphremat.regions); where a later region needs the earlier ones to keep less, the first
@@ -75,6 +80,7 @@ def compile(
         calibrate=calibrate,
         cache=cache,
         max_recomputes=max_recomputes,
+        cost_model=cost_model,
     )
     if not callable(model):
         raise GraphRematError(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import graphremat
 from graphremat.errors import BudgetError, GraphRematError, InfeasibleBudget
+from graphremat.planner import COST_MODELS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("eager", "inductor"),
         default="eager",
         help="the codegen the plan is made for (default eager)",
+    )
+    p.add_argument(
+        "--cost-model",
+        choices=COST_MODELS,
+        default=COST_MODELS[0],
+        help="roofline-v2 (default: the roofline plus, for eager, each recomputed op's "
+        "dispatch) or roofline-v1 (the roofline alone)",
     )
     p.add_argument(
         "--json", metavar="PATH", help="write the plan as JSON (Plan.from_json loads it)"
@@ -355,6 +363,7 @@ def run_plan(args: argparse.Namespace) -> int:
             time_limit_s=args.time_limit,
             codegen=args.codegen,
             max_recomputes=args.max_recomputes,
+            cost_model=args.cost_model,
         )
     print(plan.summary())
     if args.explain:

@@ -27,7 +27,7 @@ from . import _private as P
 from . import cache as plan_cache
 from .budget import Budget, format_bytes, parse_budget
 from .calibrate import annotate_workspace, devices, graph_total_bytes
-from .capture import Capture, capture_joint
+from .capture import EAGER_DISPATCH_NS, Capture, capture_joint
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
 from .inductor_check import user_output_bytes
 from .passes import split_dropout
@@ -53,6 +53,7 @@ log = logging.getLogger("graphremat")
 
 CODEGENS = ("inductor", "eager")
 FALLBACKS = (None, "pytorch")
+COST_MODELS = ("roofline-v2", "roofline-v1")
 MAX_RECOMPUTES = 4
 
 
@@ -73,7 +74,9 @@ class Options:
     fallback: str | None = None
     log_progress: bool = False
     calibrate: bool | str = "auto"
-    cost_model: str = "roofline-v1"
+    # "roofline-v2": roofline runtime per op, plus eager's per-op dispatch under
+    # codegen="eager" (capture.EAGER_DISPATCH_NS); "roofline-v1": the roofline alone
+    cost_model: str = "roofline-v2"
     # solved plans on disk: True = $GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat, a path, or False
     cache: bool | str = True
     # 1: each value recomputed at most once, just in time (scales to 8k-node graphs); k > 1:
@@ -98,6 +101,8 @@ class Options:
             raise ConfigError(f"time_limit_s={tl!r} must be a positive number of seconds")
         if self.fallback not in FALLBACKS:
             raise ConfigError(f"fallback={self.fallback!r}; choose one of {FALLBACKS}")
+        if self.cost_model not in COST_MODELS:
+            raise ConfigError(f"cost_model={self.cost_model!r}; choose one of {COST_MODELS}")
         if self.calibrate not in (True, False, "auto"):
             raise ConfigError(f"calibrate={self.calibrate!r}; choose True, False or 'auto'")
         # bools are ints to Python; CP-SAT takes both as 32-bit ints
@@ -591,7 +596,18 @@ def make_plan(
     # op-level model (the backend's Inductor check); the model may then exceed the budget by it
     held, credit = max(reserve_bytes, 0), max(-reserve_bytes, 0)
     resident = outside_bytes + held
-    cap = capture_joint(joint, num_fwd_outputs, outside_bytes=resident, held_copies=held_copies)
+    dispatch = (
+        EAGER_DISPATCH_NS
+        if options.codegen == "eager" and options.cost_model == "roofline-v2"
+        else None
+    )
+    cap = capture_joint(
+        joint,
+        num_fwd_outputs,
+        outside_bytes=resident,
+        held_copies=held_copies,
+        dispatch_ns=dispatch,
+    )
     problem = cap.problem
     room = 0  # bytes kept free between forward and backward (held_cap), set below
     solve_cap = cap  # what the solvers see (with that step); the rewrite reads ``cap``
@@ -752,7 +768,7 @@ def make_plan(
         unconstrained_peak_bytes=unconstrained - held,
         min_feasible_bytes=min_feasible,
         recompute_flops=sum(cap.info[v].flops for v in ev.recomputed),
-        recompute_cost_ns=int(ev.cost),
+        recompute_cost_ns=sum(cap.info[v].cost_ns for v in ev.recomputed),
         saved=tuple(sorted(ev.saved, key=problem.fwd_pos.__getitem__)),
         recomputed=tuple(sorted(ev.recomputed, key=problem.fwd_pos.__getitem__)),
         status=result.status.value,
@@ -788,7 +804,7 @@ def _graph_fields(cap: Capture) -> dict:
         num_joint_nodes=cap.num_fx_nodes,
         num_problem_nodes=problem.graph.number_of_nodes(),
         num_candidates=len(problem.candidates()),
-        step_cost_ns=int(sum(problem.attr(v, "cost") for v in problem.graph)),
+        step_cost_ns=sum(cap.info[v].cost_ns for v in problem.graph if v in cap.info),
         dag_edges=tuple(
             (u, v) for u, v in problem.graph.edges if problem.is_fwd(u) and problem.is_fwd(v)
         ),
@@ -863,7 +879,7 @@ def _copy_plan(
         unconstrained_peak_bytes=0,
         min_feasible_bytes=min(lowest.peak_bytes, ev.peak_bytes) - credit,
         recompute_flops=flops,
-        recompute_cost_ns=int(ev.cost),
+        recompute_cost_ns=sum(cap.info[v].cost_ns * len(cs) for v, cs in copies.copies.items()),
         saved=tuple(sorted(copies.saved, key=problem.fwd_pos.__getitem__)),
         recomputed=tuple(sorted(recomputed, key=problem.fwd_pos.__getitem__)),
         status=result.status.value,

@@ -69,6 +69,10 @@ class Plan:
     ``(FX node, bytes, first step, last step)`` per storage, steps indexing ``timeline``.
     ``tensors``: every forward value with its decision (see :class:`TensorRecord`);
     ``dag_edges``: data edges between those values (for drawing the solved graph).
+
+    ``recompute_cost_ns`` and ``step_cost_ns`` are roofline estimates (FLOPs and bytes moved);
+    ``objective`` and ``bound`` are in the solver's cost, which under ``codegen="eager"`` also
+    counts each recomputed op's dispatch (Options.cost_model).
     """
 
     budget_bytes: int

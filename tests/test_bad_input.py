@@ -217,6 +217,8 @@ def test_a_well_formed_stub_result_is_accepted(solver_case):
         ({"max_recomputes": 5}, "max_recomputes=5 must be an int in [1, 4]"),
         ({"max_recomputes": 2.0}, "max_recomputes=2.0 must be an int"),
         ({"max_recomputes": True}, "max_recomputes=True must be an int"),
+        ({"cost_model": "flops"}, "('roofline-v2', 'roofline-v1')"),
+        ({"cost_model": None}, "cost_model=None"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )

@@ -89,6 +89,27 @@ def test_random_ops_are_never_recomputed_but_dropout_outputs_are(tiny):
         assert users and all(g.nodes[cap.owner[u.name]]["recomputable"] for u in users)
 
 
+def test_eager_dispatch_is_a_cost_per_op_a_recomputation_runs(tiny):
+    """With dispatch_ns, a forward storage costs the solver its roofline plus the per-op cost
+    for its op and each forward view of it; backward ops (never recomputed) and a
+    multi-output op's tied outputs cost what they did; the recorded (reported) roofline stays."""
+    joint, nfo, cap = tiny
+    eager = capture_joint(joint, nfo, dispatch_ns={"cpu": 1000})
+    before, after = cap.problem, eager.problem
+    extra = {v: after.attr(v, "cost") - before.attr(v, "cost") for v in before.graph}
+    assert all(eager.info[v].cost_ns == cap.info[v].cost_ns for v in before.graph)
+    for v, info in cap.info.items():
+        if info.phase == "bwd" or v.startswith("getitem"):
+            assert extra[v] == 0, v
+        elif info.members == (v,):
+            assert extra[v] == 1000, v
+    # relu's storage is also read through a view and a transpose: three ops to run again
+    assert extra["relu"] >= 3000
+    assert capture_joint(joint, nfo, dispatch_ns={"cuda": 1000}).problem.attr("relu", "cost") == (
+        before.attr("relu", "cost")
+    )
+
+
 def test_multi_output_ops_are_tied(tiny):
     _, _, cap = tiny
     g = cap.problem.graph

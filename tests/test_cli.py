@@ -104,6 +104,23 @@ def test_plan_prints_the_summary_and_writes_json_and_html(capsys, models, tmp_pa
     assert page.startswith("<!doctype html>") and "predicted peak" in page
 
 
+def test_plan_takes_the_cost_model(capsys, models, tmp_path):
+    """--cost-model roofline-v1: the solver's objective is the roofline; the default (eager
+    codegen) adds each recomputed op's dispatch."""
+    plans = []
+    for cost_model in ("roofline-v1", "roofline-v2"):
+        path = tmp_path / f"{cost_model}.json"
+        code, _, err = run(
+            capsys, "plan", f"{models}:make", "--budget", "0.9", "--cost-model", cost_model,
+            "--json", str(path), *FAST,
+        )  # fmt: skip
+        assert code == 0, err
+        plans.append(graphremat.Plan.from_json(path))
+    v1, v2 = plans
+    assert v1.recomputed and v1.objective == v1.recompute_cost_ns
+    assert v2.recomputed and v2.objective > v2.recompute_cost_ns
+
+
 def test_plan_shows_progress_on_stderr_unless_turned_off(capsys, models):
     code, out, err = run(capsys, "plan", f"{models}:make", "--budget", "1.0", "--time-limit", "5")
     assert code == 0, err
@@ -171,6 +188,7 @@ def test_a_broken_factory_exits_2(capsys, models, factory, fragment):
         ["sweep", "x.py:make", "--budgets", "1.0", "--pytorch-budgets", "1.5"],
         ["sweep", "x.py:make", "--budgets", "1.0,huge"],
         ["plan", "x.py:make", "--budget", "0.5", "--json", "/nonexistent/dir/p.json"],
+        ["plan", "x.py:make", "--budget", "0.5", "--cost-model", "flops"],
     ],
 )
 def test_usage_errors_exit_2_before_any_work(capsys, argv):

@@ -391,13 +391,14 @@ def test_a_first_call_that_cannot_run_again_exceeds_by_what_it_says(noisy, monke
 
 
 def test_when_the_earlier_regions_cannot_make_room_the_first_call_raises(noisy):
-    """Just above the first region's own minimum, its new plan frees nothing the second region
-    can use: the first call's second run raises InfeasibleBudget, saying why."""
+    """Just above the first region's own minimum, its new plans never free enough for the
+    second region: a later run of the first call (the second or third, as the plans' costs
+    decide) raises InfeasibleBudget, saying why."""
     model, inputs, first, _, _ = noisy
     cmodel = graphremat.compile(
         copy.deepcopy(model), budget=first.min_feasible_bytes + 8192, codegen="eager"
     )
-    with pytest.raises(graphremat.InfeasibleBudget, match="ran its forward 2 times") as info:
+    with pytest.raises(graphremat.InfeasibleBudget, match="ran its forward [23] times") as info:
         train_step(cmodel, inputs)
     assert "plans regions one at a time" in str(info.value)
     assert info.value.min_feasible_bytes > first.min_feasible_bytes + 8192
@@ -420,7 +421,9 @@ def test_hf_gpt2_with_a_graph_break_before_every_block_fits_below_its_peak():
         block.register_forward_pre_hook(graph_break)
     budget = int(0.7 * max(p.predicted_peak_bytes for p in _probe(model, inputs)))
     mine = copy.deepcopy(model)
-    cmodel = graphremat.compile(mine, budget=budget, codegen="eager")
+    # (the roofline alone: with eager's dispatch counted too, the blocks' plans leave the loss
+    # region room at 0.7 without a second run; that path needs 0.60-0.63 there)
+    cmodel = graphremat.compile(mine, budget=budget, codegen="eager", cost_model="roofline-v1")
     reference_step = reference(model, inputs)
     with pytest.warns(RuntimeWarning, match="ran the model's forward . times"):
         peak, loss = _measured_step(mine, cmodel, inputs)
