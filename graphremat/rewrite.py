@@ -20,6 +20,7 @@ import torch.fx as fx
 from . import _private as P
 from .capture import _BN_FUNCTIONAL, Capture
 from .errors import GraphRematError
+from .passes import dropout_outputs_in_forward
 
 #: meta key of a backward placeholder added by :func:`_pass_inputs`: the joint graph's name of
 #: the value it receives
@@ -359,6 +360,7 @@ def rewrite(
         num_fwd_outputs=num_fwd_outputs,
         static_lifetime_input_nodes=static_lifetime_input_nodes,
     )
+    dropout_outputs_in_forward(fw)
     if copies is None:
         bw = reorder_backward(bw, capture.fwd_fx)
     else:

@@ -242,11 +242,28 @@ def plans(rank: int) -> dict:
     }
 
 
+def transport(rank: int, out_dir: Path, times: int) -> dict:
+    """The test harness's own check: fail as a gloo transport error would, on the first
+    ``times`` attempts (counted by marker files beside the attempt's directory)."""
+    dist.barrier()
+    marker = out_dir.parent / f"transport-rank{rank}-{out_dir.name}"
+    seen = len(list(out_dir.parent.glob(f"transport-rank{rank}-*")))
+    marker.touch()
+    if seen < times:
+        print("RuntimeError: [gloo/transport/tcp/pair.cc] Connection closed by peer", flush=True)
+        sys.exit(1)
+    return {"rank": rank, "attempts": seen + 1}
+
+
 SCENARIOS = {
     "ddp": ddp,
     "ddp_room": lambda rank: ddp(rank, room=True),
     "fsdp2": fsdp2,
     "plans": plans,
+}
+DIR_SCENARIOS = {  # these also take the output directory
+    "transport_once": lambda rank, out_dir: transport(rank, out_dir, times=1),
+    "transport_always": lambda rank, out_dir: transport(rank, out_dir, times=2),
 }
 
 
@@ -258,7 +275,10 @@ def main() -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     try:
-        result = SCENARIOS[scenario](rank)
+        if scenario in DIR_SCENARIOS:
+            result = DIR_SCENARIOS[scenario](rank, out_dir)
+        else:
+            result = SCENARIOS[scenario](rank)
     finally:
         dist.destroy_process_group()
     torch.save(result, out_dir / f"rank{rank}.pt")

@@ -14,7 +14,7 @@ from torch import nn
 
 from graphremat.calibrate import annotate_workspace
 from graphremat.capture import capture_joint
-from graphremat.passes import split_dropout
+from graphremat.passes import SPLIT_DROPOUT_KEY, split_dropout
 from graphremat.rewrite import rewrite
 from graphremat.simulate import simulate
 
@@ -87,6 +87,41 @@ def test_random_ops_are_never_recomputed_but_dropout_outputs_are(tiny):
             and d in [a.args[0] for a in u.all_input_nodes if a.op == "call_function"]
         ]
         assert users and all(g.nodes[cap.owner[u.name]]["recomputable"] for u in users)
+
+
+def test_the_forward_reads_dropout_outputs_from_the_dropout(tiny):
+    """split_dropout makes a dropout output ``x * mask * scale`` so that the backward can
+    recompute it; the emitted forward reads it from the dropout itself (no multiply by the mask
+    there), saved or recomputed, unless the plan keeps ``x * mask`` for the backward."""
+    joint, nfo, cap = tiny
+    out = next(n for n in joint.graph.nodes if n.meta.get(SPLIT_DROPOUT_KEY))
+    kept = out.args[0]
+
+    def mask_muls(gm):
+        return [
+            n
+            for n in gm.graph.nodes
+            if n.target is torch.ops.aten.mul.Tensor
+            and any(
+                a.target is operator.getitem
+                and a.args[0].target is torch.ops.aten.native_dropout.default
+                for a in n.all_input_nodes
+            )
+        ]
+
+    everything, least = save_all_set(cap.problem), must_save_set(cap.problem)
+    for saved, recomputed in ((everything, False), (least, True)):
+        assert (cap.owner[out.name] in evaluate(cap.problem, saved).recomputed) == recomputed
+        fw, bw = rewrite(joint, cap, saved, num_fwd_outputs=nfo)
+        assert not mask_muls(fw)
+        uses = [u for u in fw.graph.nodes if u.target is operator.getitem and u.args[1] == 0]
+        assert any(u.args[0].target is torch.ops.aten.native_dropout.default for u in uses)
+        computed = {n.name for n in bw.graph.nodes if n.op == "call_function"}
+        assert (out.name in computed) == recomputed
+    with_kept = least | {cap.owner[kept.name]}
+    assert evaluate(cap.problem, with_kept).valid
+    fw, _ = rewrite(joint, cap, with_kept, num_fwd_outputs=nfo)
+    assert [n.name for n in mask_muls(fw)] == [kept.name]
 
 
 def test_eager_dispatch_is_a_cost_per_op_a_recomputation_runs(tiny):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,41 @@ def _excerpt(out: str) -> str:
     return head + out[-4000:]
 
 
+#: gloo transport failures: a scenario that hits one is run once more (PyTorch's own tests
+#: retry on the first, torch.testing._internal.common_utils.retry_on_connect_failures). Seen
+#: once in CI: rank 0's plan broadcast raised 'Connection closed by peer' while rank 1 waited
+#: in the same broadcast; the scenario then passed 18 times in a row, 12 of them beside two
+#: busy-looping processes. A real bug that kills a rank fails both attempts.
+TRANSPORT_ERRORS = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Address already in use",
+)
+
+
 def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
-    """Run ``scenario`` on 2 ranks; return each rank's results (rank order)."""
+    """Run ``scenario`` on 2 ranks; return each rank's results (rank order). Once more, with a
+    warning, if a rank failed on a gloo transport error."""
+    for attempt in (1, 2):
+        run_dir = out_dir / f"attempt{attempt}"
+        run_dir.mkdir(parents=True)
+        failed = _run_once(scenario, run_dir)
+        transport = [e for e in TRANSPORT_ERRORS if any(e in out for _, _, out in failed)]
+        if not (failed and transport and attempt == 1):
+            break
+        warnings.warn(
+            f"{scenario}: gloo transport error ({transport[0]}) on the first attempt; running "
+            "the scenario again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    assert not failed, "\n".join(f"rank {r} exited {rc}:\n{_excerpt(out)}" for r, rc, out in failed)
+    return [torch.load(run_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+def _run_once(scenario: str, out_dir: Path) -> list[tuple[int, int, str]]:
+    """Start both ranks and wait for them (killed after TIMEOUT_S); each failed rank's
+    (rank, exit code, whole output)."""
     env = {
         **os.environ,
         "MASTER_ADDR": "127.0.0.1",
@@ -74,13 +108,21 @@ def run_ranks(scenario: str, out_dir: Path) -> list[dict]:
                 p.kill()
                 p.wait()
     outputs = [log.read_text(errors="replace") for log in logs]
-    failed = [
-        (r, p.returncode, _excerpt(out))
+    return [
+        (r, p.returncode, out)
         for r, (p, out) in enumerate(zip(procs, outputs, strict=True))
+        if p.returncode != 0
     ]
-    failed = [f for f in failed if f[1] != 0]
-    assert not failed, "\n".join(f"rank {r} exited {rc}:\n{out}" for r, rc, out in failed)
-    return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+
+
+def test_a_gloo_transport_error_runs_the_scenario_once_more(tmp_path):
+    """The harness: a scenario that fails as a transport error would on its first attempt
+    passes on the second, with a warning; one that fails on both is a test failure."""
+    with pytest.warns(RuntimeWarning, match="running the scenario again"):
+        results = run_ranks("transport_once", tmp_path / "once")
+    assert [r["attempts"] for r in results] == [2, 2]
+    with pytest.warns(RuntimeWarning), pytest.raises(AssertionError, match="closed by peer"):
+        run_ranks("transport_always", tmp_path / "always")
 
 
 def assert_same_plans(per_rank: list[list[dict]]) -> None:
