@@ -207,6 +207,12 @@ def emit_copies(
     def lookup(a: fx.Node) -> fx.Node:
         if a.name not in env:
             src = bw_by_name.get(a.name) or joint_by_name.get(a.name, a)
+            if src.op == "get_attr":  # a constant: read where needed (the backward's own read
+                # of it may come later, or there may be none)
+                if src.graph is not bw.graph:
+                    _copy_constant(joint, bw, src.target)
+                env[a.name] = new.node_copy(src, lookup)
+                return env[a.name]
             # views (of an input, or of a live copy) cost nothing: made where they are needed
             view = capture.owner.get(a.name) is None or _is_view(src, capture)
             if src.op != "call_function" or not view:
@@ -250,6 +256,18 @@ def emit_copies(
     gm = fx.GraphModule(bw, new)
     gm.meta.update(getattr(bw, "meta", {}))
     return gm
+
+
+def _copy_constant(src: torch.nn.Module, dst: torch.nn.Module, target: str) -> None:
+    """``dst.<target> = src.<target>`` (a get_attr target, dotted), making the submodules on
+    the way where ``dst`` lacks them."""
+    *path, name = target.split(".")
+    for part in path:
+        src = getattr(src, part)
+        if not hasattr(dst, part):
+            setattr(dst, part, torch.nn.Module())
+        dst = getattr(dst, part)
+    setattr(dst, name, getattr(src, name))
 
 
 def _pinned(problem) -> set[str]:

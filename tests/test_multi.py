@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from models import MODEL_FACTORIES
 from synthetic import _node, random_problem
 from test_capture import Tiny, _capture, _random_saved_sets, _tiny_resnet
+from torch import nn
 
 import graphremat
 from graphremat.rewrite import rewrite
@@ -297,6 +298,34 @@ def test_emitted_copy_plans_compute_the_joint_graphs_gradients(which):
         joint, nfo, cap, _random_copy_plans(cap.problem, 2, seed=0)
     )
     assert max(len(cs) for plan in plans for cs in plan.copies.values()) == 2
+
+
+class WithConstant(nn.Module):
+    """``torch.tensor([])`` in the forward (as Hugging Face's Llama cache does): a constant
+    (get_attr) read by ``lift_fresh_copy``, which a copy plan may recompute."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        h = torch.sin(self.a(x))
+        flat = torch.cat([torch.tensor([]), h.flatten()]).view(h.shape)
+        return self.b(torch.cos(flat) * 2).pow(2).mean()
+
+
+def test_a_recomputation_may_read_a_constant():
+    """Copy plans that recompute a value read from a constant emit the constant's read where
+    they need it (the Llama of the benchmark at its smallest copy-class budget failed with
+    "internal error: the copy plan reads '_tensor_constant1' ... where no copy of it is
+    alive")."""
+    joint, nfo, cap = _capture(WithConstant(), torch.randn(64, 16))
+    assert any(n.op == "get_attr" for n in joint.graph.nodes)
+    plans = _emits_the_joint_graphs_gradients(
+        joint, nfo, cap, _random_copy_plans(cap.problem, 2, seed=0)
+    )
+    lifted = {cap.owner[n.name] for n in joint.graph.nodes if n.op == "get_attr" for n in n.users}
+    assert any(lifted & set(plan.copies) for plan in plans)
 
 
 @pytest.mark.parametrize("which", ["resnet", "mlp"])
