@@ -101,19 +101,13 @@ def dropout_outputs_in_forward(fw: fx.GraphModule) -> int:
         drop = mask.args[0]
         if drop.target is not _DROPOUT or drop.args[0] is not x:
             continue
-        first = next(
-            (u for u in drop.users if u.target is operator.getitem and u.args[1] == 0), None
-        )
-        if first is None:
-            with graph.inserting_after(drop):
-                first = graph.call_function(operator.getitem, (drop, 0))
-        # the dropout's first output takes the value's storage identity back (views alias it)
-        first.meta.update({k: v for k, v in out.meta.items() if k != SPLIT_DROPOUT_KEY})
+        # the node becomes the dropout's first output, keeping its name (plans, timelines and
+        # the backward's recomputation name the value after it) and its storage identity
+        out.target = operator.getitem
+        out.args = (drop, 0)
         vals = list(drop.meta["val"])
         vals[0] = out.meta["val"]
         drop.meta["val"] = tuple(vals)
-        out.replace_all_uses_with(first)
-        graph.erase_node(out)
         graph.erase_node(kept)
         count += 1
     if count:
