@@ -39,7 +39,7 @@ def _excerpt(out: str) -> str:
 
 
 #: gloo transport failures: a scenario that hits one is run once more (PyTorch's own tests
-#: retry on the first, torch.testing._internal.common_utils.retry_on_connect_failures). Seen
+#: retry on the last, torch.testing._internal.common_utils.retry_on_connect_failures). Seen
 #: once in CI: rank 0's plan broadcast raised 'Connection closed by peer' while rank 1 waited
 #: in the same broadcast; the scenario then passed 18 times in a row, 12 of them beside two
 #: busy-looping processes. A real bug that kills a rank fails both attempts.
