@@ -16,7 +16,7 @@ budget is printed in its row and fails the run (exit 1) once both tables are out
 
     python benchmarks/vs_pytorch.py [--models mlp,gpt,resnet,unet,hf_gpt2,hf_llama]
         [--knobs 0.9,0.7,0.5,0.3,0.1] [--tables compare,lowest] [--repeats 5] [--threads 0]
-        [--max-recomputes 1]
+        [--max-recomputes 1] [--cost-model roofline-v2|roofline-v1|measured]
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def median_times(steps, repeats: int = 5) -> list[float]:
     return [statistics.median(t) * 1e3 for t in times]
 
 
-def graphremat_step(model, inputs, budget_bytes: int, time_limit_s: float, max_recomputes=1):
+def graphremat_step(
+    model, inputs, budget_bytes: int, time_limit_s: float, max_recomputes=1, cost_model=None
+):
     """A copy of ``model`` compiled by graphremat at ``budget_bytes``: its step (compiled and run
     once), measured peak and plan. Raises InfeasibleBudget."""
     mine = copy.deepcopy(model)
@@ -84,6 +86,7 @@ def graphremat_step(model, inputs, budget_bytes: int, time_limit_s: float, max_r
         codegen="eager",
         time_limit_s=time_limit_s,
         max_recomputes=max_recomputes,
+        **({"cost_model": cost_model} if cost_model else {}),
     )
     step = _step_fn(mine, cmodel, inputs)
     step()  # compiles outside the measurement
@@ -112,7 +115,12 @@ def compare_row(name, model, inputs, knob, r: KnobResult, args, failures: list[s
     """Table 1: graphremat at PyTorch's measured peak ``r`` (one row)."""
     try:
         step, peak, plan = graphremat_step(
-            model, inputs, r.measured_peak_bytes, args.time_limit, args.max_recomputes
+            model,
+            inputs,
+            r.measured_peak_bytes,
+            args.time_limit,
+            args.max_recomputes,
+            args.cost_model,
         )
     except graphremat.InfeasibleBudget as e:
         print(
@@ -154,12 +162,15 @@ def lowest_row(name, model, inputs, results: dict[float, KnobResult], args, fail
         budget=1.0,
         time_limit_s=args.time_limit,
         max_recomputes=args.max_recomputes,
+        **({"cost_model": args.cost_model} if args.cost_model else {}),
     )
     least = base.min_feasible_bytes
     proven = "proven" if base.min_feasible_proven else "not proven"
     torch._dynamo.reset()
     try:
-        _, peak, plan = graphremat_step(model, inputs, least, args.time_limit, args.max_recomputes)
+        _, peak, plan = graphremat_step(
+            model, inputs, least, args.time_limit, args.max_recomputes, args.cost_model
+        )
     except graphremat.InfeasibleBudget as e:  # the compile captured a different graph
         return (
             theirs + f"{_mib(least)} ({proven}) | infeasible (min {_mib(e.min_feasible_bytes)}) | |"
@@ -187,6 +198,11 @@ def main() -> None:
         type=int,
         default=1,
         help="graphremat's recomputations per value (2..4: the copy class)",
+    )
+    ap.add_argument(
+        "--cost-model",
+        default=None,
+        help="graphremat's cost model (graphremat.compile's cost_model; default: its default)",
     )
     ap.add_argument(
         "--threads",

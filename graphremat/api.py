@@ -61,7 +61,10 @@ def compile(
     ``cost_model``: what a recomputation costs the solver: "roofline-v2" (default) its roofline
     runtime (FLOPs and bytes moved), plus, with ``codegen="eager"``, each op's dispatch
     (graphremat.capture.EAGER_DISPATCH_NS: many tiny ops are not free); "roofline-v1": the
-    roofline alone.
+    roofline alone; "measured" (``codegen="eager"`` only): each forward op timed on this machine
+    while planning (on made-up inputs of its shapes; the times are cached with the plans, so
+    a model compiled again on this machine gets the same plan); plans then differ between
+    machines and thread counts, and between first compiles.
 
     A model with graph breaks compiles to several regions that share the budget
     (graphremat.regions); where a later region needs the earlier ones to keep less, the first

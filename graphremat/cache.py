@@ -11,6 +11,11 @@ with a warning and the plan is solved again.
 Location: ``Options.cache`` (a directory), else ``$GRAPHREMAT_CACHE_DIR``, else
 ``~/.cache/graphremat``. ``cache=False`` turns it off. Solvers passed as callables are not
 cached (they have no stable identity).
+
+Op times measured for ``cost_model="measured"`` are kept beside the plans
+(``times-<key>.json``, keyed by the problem under roofline costs, the device and torch's thread
+count), so a model compiled again on the same machine gets the same costs, and so the same plan
+from the cache, without timing its ops again.
 """
 
 from __future__ import annotations
@@ -122,31 +127,39 @@ def load_min_peak(directory: Path, fingerprint: str) -> dict | None:
     """The stored smallest-peak plan of a problem: ``{"peak_bytes", "lower_bound_bytes",
     "optimal", "saved", "time_limit_s"}``, or None. The caller re-evaluates ``saved``."""
     path = directory / f"minpeak-{fingerprint}.json"
+    return _read_json(
+        path,
+        "graphremat.minpeak",
+        f"graphremat: ignoring a corrupt min-peak cache entry {path.name}",
+        lambda doc: (
+            isinstance(doc.get("saved"), list)
+            and all(isinstance(v, str) for v in doc["saved"])
+            and all(_is_count(doc.get(k)) for k in ("peak_bytes", "lower_bound_bytes"))
+            and isinstance(doc.get("optimal"), bool)
+            and isinstance(doc.get("time_limit_s"), (int, float))
+        ),
+    )
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_json(path: Path, fmt: str, warning: str, valid) -> dict | None:
+    """The JSON object in ``path`` if it names the format ``fmt`` and ``valid(doc)`` holds,
+    else None: missing silently, unreadable or invalid with ``warning`` (attributed to the
+    caller's caller)."""
     if not path.exists():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        ok = (
-            doc.get("format") == "graphremat.minpeak"
-            and isinstance(doc.get("saved"), list)
-            and all(isinstance(v, str) for v in doc["saved"])
-            and all(
-                isinstance(doc.get(k), int) and not isinstance(doc.get(k), bool)
-                for k in ("peak_bytes", "lower_bound_bytes")
-            )
-            and isinstance(doc.get("optimal"), bool)
-            and isinstance(doc.get("time_limit_s"), (int, float))
-        )
+        ok = isinstance(doc, dict) and doc.get("format") == fmt and bool(valid(doc))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         ok = False
-    if not ok:
-        warnings.warn(
-            f"graphremat: ignoring a corrupt min-peak cache entry {path.name}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return None
-    return doc
+    if ok:
+        return doc
+    warnings.warn(warning, RuntimeWarning, stacklevel=4)
+    return None
 
 
 def store_min_peak(directory: Path, fingerprint: str, result, time_limit_s: float) -> None:
@@ -159,3 +172,37 @@ def store_min_peak(directory: Path, fingerprint: str, result, time_limit_s: floa
         "time_limit_s": float(time_limit_s),
     }
     _write(directory, f"minpeak-{fingerprint}.json", json.dumps(doc))
+
+
+def times_key(problem_fingerprint: str, device: str) -> str:
+    """The cache key of measured op times (cost_model="measured"): the problem under the
+    roofline costs, the device (e.g. ``"cpu"`` or a GPU's name) and torch's intra-op threads."""
+    doc = [
+        __version__,
+        code_digest(),
+        torch.__version__,
+        problem_fingerprint,
+        device,
+        torch.get_num_threads(),
+    ]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
+
+
+def load_times(directory: Path, key: str) -> dict[str, int] | None:
+    """Stored op times ``{FX node name: ns}``, or None (missing; corrupt: with a warning)."""
+    path = directory / f"times-{key}.json"
+    doc = _read_json(
+        path,
+        "graphremat.times",
+        f"graphremat: ignoring a corrupt op-time cache entry {path.name}; timing again",
+        lambda doc: (
+            isinstance(doc.get("times_ns"), dict)
+            and all(isinstance(k, str) and _is_count(v) for k, v in doc["times_ns"].items())
+        ),
+    )
+    return None if doc is None else doc["times_ns"]
+
+
+def store_times(directory: Path, key: str, times: dict[str, int]) -> None:
+    doc = {"format": "graphremat.times", "times_ns": {k: int(v) for k, v in times.items()}}
+    _write(directory, f"times-{key}.json", json.dumps(doc))

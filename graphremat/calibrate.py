@@ -10,11 +10,16 @@ peak of its own allocations minus what it still holds at its end.
 The numbers feed both the solver's model (``transient_bytes``) and the simulator, so a plan's
 prediction covers memory that never appears in the graph. Nothing about the graph is changed
 except ``node.meta["graphremat_workspace_bytes"]``.
+
+Also each forward op's wall time (:func:`measure_times`, ``node.meta["graphremat_time_ns"]``),
+the solver's costs under ``cost_model="measured"``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 
 import torch
 import torch.fx as fx
@@ -24,6 +29,7 @@ from . import _private as P
 log = logging.getLogger("graphremat")
 
 META_KEY = "graphremat_workspace_bytes"
+TIME_KEY = "graphremat_time_ns"  # measure_times
 _RANGE = "graphremat::"
 
 
@@ -158,3 +164,87 @@ def annotate_workspace(gm: fx.GraphModule) -> dict[str, int]:
         if n.name in ws:
             n.meta[META_KEY] = ws[n.name]
     return ws
+
+
+#: timed runs per op for ``measure_times`` (after one untimed run); the fastest is kept. An op
+#: stops early once its runs add up to TIME_ENOUGH_NS (long ops vary little from run to run), so
+#: timing a large model costs about two forward passes, a small one up to six.
+TIME_REPEATS = 5
+TIME_ENOUGH_NS = 20_000_000
+
+
+def measure_times(gm: fx.GraphModule, repeats: int = TIME_REPEATS) -> dict[str, int]:
+    """Run the forward part of ``gm`` (every op that reads no tangent) on made-up tensors of the
+    recorded shapes (as :func:`measure_workspace`) and return each op's wall time in ns: the
+    fastest of up to ``repeats`` runs after one untimed run, on the same inputs (so with warm
+    caches, as in a training step whose values are small). Includes eager dispatch and, on
+    CUDA, the launch (each run is synchronized). Collectives are not run. A value is freed
+    after its last forward use, so this holds about the forward's live values, not the saved
+    ones."""
+    with P.unset_fake_temporarily(), torch.no_grad():
+        return _time_forward(gm, repeats)
+
+
+def _time_forward(gm: fx.GraphModule, repeats: int) -> dict[str, int]:
+    nodes = list(gm.graph.nodes)
+    backward: set[fx.Node] = set()
+    last_use: dict[fx.Node, fx.Node] = {}
+    for n in nodes:
+        if (n.op == "placeholder" and P._is_tangent(n)) or any(
+            a in backward for a in n.all_input_nodes
+        ):
+            backward.add(n)
+        elif n.op != "output":
+            for a in n.all_input_nodes:
+                last_use[a] = n
+    cuda = "cuda" in devices(gm)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    env: dict[fx.Node, object] = {}
+    out: dict[str, int] = {}
+    for n in nodes:
+        if n in backward or n.op == "output":
+            continue
+        if n.op == "placeholder":
+            env[n] = _materialize(n.meta.get("val"))
+        elif n.op == "get_attr":
+            env[n] = functools.reduce(getattr, n.target.split("."), gm)
+        elif n.op == "call_function":
+            if not P.is_not_collective(n):
+                env[n] = _materialize(n.meta.get("val"))
+            else:
+                args, kwargs = fx.node.map_arg((n.args, n.kwargs), env.__getitem__)
+                env[n] = n.target(*args, **kwargs)
+                runs = []
+                while len(runs) < repeats and sum(runs) < TIME_ENOUGH_NS:
+                    sync()
+                    t0 = time.perf_counter_ns()
+                    n.target(*args, **kwargs)
+                    sync()
+                    runs.append(time.perf_counter_ns() - t0)
+                out[n.name] = min(runs)
+        else:
+            raise ValueError(f"cannot time a {n.op!r} node ({n.name})")
+        if n not in last_use:  # read by the backward only (or by nothing): not needed here
+            env.pop(n, None)
+        for a in n.all_input_nodes:
+            if last_use.get(a) is n:
+                env.pop(a, None)
+    return out
+
+
+def annotate_times(gm: fx.GraphModule) -> dict[str, int]:
+    """Measure and record ``node.meta[TIME_KEY]`` (ns); on failure, warn and record nothing
+    (the plan's costs are then the roofline's)."""
+    try:
+        times = measure_times(gm)
+    except Exception as e:  # an op that cannot run on made-up inputs: roofline costs
+        log.warning(
+            "graphremat: op timing skipped, roofline costs used instead (%s: %s)",
+            type(e).__name__,
+            str(e),
+        )
+        return {}
+    for n in gm.graph.nodes:
+        if n.name in times:
+            n.meta[TIME_KEY] = times[n.name]
+    return times

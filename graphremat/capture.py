@@ -32,6 +32,7 @@ import torch.fx as fx
 
 from . import _private as P
 from .calibrate import META_KEY as WORKSPACE_KEY
+from .calibrate import TIME_KEY
 from .errors import UnsupportedGraph
 from .solvers.problem import RematProblem
 
@@ -200,6 +201,7 @@ def capture_joint(
     outside_bytes: int = 0,
     held_copies: int = 0,
     dispatch_ns: Mapping[str, int] | None = None,
+    measured: bool = False,
 ) -> Capture:
     """Build the solver's problem from an AOTAutograd joint graph.
 
@@ -209,6 +211,8 @@ def capture_joint(
     ("cpu", "cuda"), a cost added for every op a recomputation runs (its own op and the forward
     views of its storage), e.g. :data:`EAGER_DISPATCH_NS`: the solver's costs then count eager
     dispatch, while :attr:`NodeInfo.cost_ns` (and every reported cost) stays the roofline.
+    ``measured``: a forward storage whose ops all carry a measured time
+    (:func:`graphremat.calibrate.annotate_times`) costs the solver the sum of those times instead.
     """
     dispatch_ns = dispatch_ns or {}
     graph = joint.graph
@@ -385,11 +389,17 @@ def capture_joint(
             0 if n.target is operator.getitem else max(_OP_OVERHEAD_NS, math.ceil(seconds * 1e9))
         )
         solve_cost = cost_ns
-        per_op = dispatch_ns.get(_device_kind(vals), 0) if phase == "fwd" else 0
-        if per_op:  # the op itself and the forward views of its storage, each dispatched
-            views = (by_name[m] for m in members[n])
-            ops = sum(1 for m in views if m in fwd_fx and m.target is not operator.getitem)
-            solve_cost += per_op * ops
+        # the op itself and the forward views of its storage: what a recomputation runs
+        ops = [
+            m
+            for m in (by_name[name] for name in members[n])
+            if m in fwd_fx and m.target is not operator.getitem
+        ]
+        timed = [m.meta.get(TIME_KEY) for m in ops]
+        if phase == "fwd" and measured and ops and None not in timed:
+            solve_cost = max(_OP_OVERHEAD_NS, sum(timed))
+        elif phase == "fwd":  # each dispatched, at a fixed cost per op
+            solve_cost += dispatch_ns.get(_device_kind(vals), 0) * len(ops)
         is_req = n in required
         tied = None
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):

@@ -7,6 +7,7 @@ emitted modules (:func:`graphremat.simulate.simulate`) gives a peak <= the budge
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -26,7 +27,13 @@ from . import __version__
 from . import _private as P
 from . import cache as plan_cache
 from .budget import Budget, format_bytes, parse_budget
-from .calibrate import annotate_workspace, devices, graph_total_bytes
+from .calibrate import (
+    TIME_KEY,
+    annotate_times,
+    annotate_workspace,
+    devices,
+    graph_total_bytes,
+)
 from .capture import EAGER_DISPATCH_NS, Capture, capture_joint
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
 from .inductor_check import user_output_bytes
@@ -53,7 +60,7 @@ log = logging.getLogger("graphremat")
 
 CODEGENS = ("inductor", "eager")
 FALLBACKS = (None, "pytorch")
-COST_MODELS = ("roofline-v2", "roofline-v1")
+COST_MODELS = ("roofline-v2", "roofline-v1", "measured")
 MAX_RECOMPUTES = 4
 
 
@@ -75,7 +82,9 @@ class Options:
     log_progress: bool = False
     calibrate: bool | str = "auto"
     # "roofline-v2": roofline runtime per op, plus eager's per-op dispatch under
-    # codegen="eager" (capture.EAGER_DISPATCH_NS); "roofline-v1": the roofline alone
+    # codegen="eager" (capture.EAGER_DISPATCH_NS); "roofline-v1": the roofline alone;
+    # "measured" (codegen="eager" only): each forward op timed on this machine at plan time
+    # (calibrate.measure_times; cached with the plans), roofline-v2 where an op cannot be timed
     cost_model: str = "roofline-v2"
     # solved plans on disk: True = $GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat, a path, or False
     cache: bool | str = True
@@ -103,6 +112,12 @@ class Options:
             raise ConfigError(f"fallback={self.fallback!r}; choose one of {FALLBACKS}")
         if self.cost_model not in COST_MODELS:
             raise ConfigError(f"cost_model={self.cost_model!r}; choose one of {COST_MODELS}")
+        if self.cost_model == "measured" and self.codegen != "eager":
+            raise ConfigError(
+                f"cost_model='measured' times each op as eager runs it, but codegen="
+                f"{self.codegen!r} fuses ops into kernels: pass codegen='eager', or keep the "
+                "default cost model ('roofline-v2') under Inductor"
+            )
         if self.calibrate not in (True, False, "auto"):
             raise ConfigError(f"calibrate={self.calibrate!r}; choose True, False or 'auto'")
         # bools are ints to Python; CP-SAT takes both as 32-bit ints
@@ -560,6 +575,30 @@ def _should_calibrate(joint: fx.GraphModule, mode: bool | str) -> bool:
     )
 
 
+def _op_times(joint: fx.GraphModule, cap: Capture, options: Options) -> bool:
+    """cost_model="measured": put each forward op's time on the joint graph's nodes, from the
+    plan cache's directory when this problem was timed there before (same device and thread
+    count), else measured now (and stored). False when nothing could be timed."""
+    cache_at = plan_cache.cache_dir(options.cache)
+    devs = devices(joint)
+    device = (
+        torch.cuda.get_device_name()
+        if "cuda" in devs and torch.cuda.is_available()
+        else ",".join(sorted(devs))
+    )
+    key = plan_cache.times_key(cap.problem.fingerprint(), device) if cache_at else None
+    times = plan_cache.load_times(cache_at, key) if key else None
+    if times is None:
+        times = annotate_times(joint)
+        if times and key:
+            plan_cache.store_times(cache_at, key, times)
+        return bool(times)
+    for n in joint.graph.nodes:
+        if n.name in times:
+            n.meta[TIME_KEY] = times[n.name]
+    return bool(times)
+
+
 def make_plan(
     joint: fx.GraphModule,
     num_fwd_outputs: int,
@@ -598,16 +637,21 @@ def make_plan(
     resident = outside_bytes + held
     dispatch = (
         EAGER_DISPATCH_NS
-        if options.codegen == "eager" and options.cost_model == "roofline-v2"
+        if options.codegen == "eager" and options.cost_model in ("roofline-v2", "measured")
         else None
     )
-    cap = capture_joint(
+    captured = functools.partial(
+        capture_joint,
         joint,
         num_fwd_outputs,
         outside_bytes=resident,
         held_copies=held_copies,
         dispatch_ns=dispatch,
     )
+    cap = captured()
+    # (a rank adopting rank 0's plan replays its saved set: no costs needed)
+    if options.cost_model == "measured" and adopt is None and _op_times(joint, cap, options):
+        cap = captured(measured=True)
     problem = cap.problem
     room = 0  # bytes kept free between forward and backward (held_cap), set below
     solve_cap = cap  # what the solvers see (with that step); the rewrite reads ``cap``

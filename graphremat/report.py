@@ -72,7 +72,7 @@ class Plan:
 
     ``recompute_cost_ns`` and ``step_cost_ns`` are roofline estimates (FLOPs and bytes moved);
     ``objective`` and ``bound`` are in the solver's cost, which under ``codegen="eager"`` also
-    counts each recomputed op's dispatch (Options.cost_model).
+    counts each recomputed op's dispatch, or is the ops' measured time (Options.cost_model).
     """
 
     budget_bytes: int

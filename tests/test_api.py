@@ -158,6 +158,57 @@ def test_eager_plans_count_the_dispatch_of_each_recomputed_op(small):
     assert fused.recomputed and fused.objective == fused.recompute_cost_ns
 
 
+def test_measured_costs_steer_the_plan_and_are_kept_with_the_plans(
+    small, monkeypatch, tmp_path, caplog
+):
+    """cost_model="measured": the solver pays each forward op's time as measured on this machine.
+    The times are stored beside the plans and read back instead of timing again; times that
+    make the first plan's recomputed ops dear move the plan to other values, at their price; a
+    corrupt entry is timed again, with a warning. The compiled model trains like eager, within
+    its budget."""
+    import json
+
+    import graphremat.calibrate as calibrate
+    from graphremat.measure import measure_step_peak
+
+    model, inputs = small
+    kw = {"budget": 0.9, "cost_model": "measured", "cache": str(tmp_path)}
+    first = graphremat.plan(model, *inputs, **kw)
+    assert first.status == "optimal" and first.recomputed
+    (entry,) = tmp_path.glob("times-*.json")
+    times = json.loads(entry.read_text())["times_ns"]
+    assert set(first.recomputed) <= set(times) and min(times.values()) > 0
+    assert first.objective >= sum(times[v] for v in first.recomputed)
+
+    def timed_again(gm, *args, **kwargs):
+        raise AssertionError("the ops were timed again")
+
+    monkeypatch.setattr(calibrate, "measure_times", timed_again)
+    dear = set(first.recomputed)
+    made_up = {name: 10**7 if name in dear else 1000 for name in times}
+    entry.write_text(json.dumps({"format": "graphremat.times", "times_ns": made_up}))
+    with caplog.at_level("WARNING", logger="graphremat"):
+        moved = graphremat.plan(model, *inputs, **kw)
+    assert not [r for r in caplog.records if r.name == "graphremat"]
+    assert moved.status == "optimal" and moved.recomputed
+    assert not dear & set(moved.recomputed)
+    assert moved.objective % 1000 == 0 and moved.objective < 10**7
+
+    entry.write_text("{not json")
+    monkeypatch.setattr(calibrate, "measure_times", lambda gm, *a, **k: made_up)
+    with pytest.warns(RuntimeWarning, match="corrupt op-time cache entry"):
+        again = graphremat.plan(model, *inputs, **kw)
+    assert again.recomputed == moved.recomputed
+    assert json.loads(entry.read_text())["times_ns"] == made_up
+
+    monkeypatch.undo()
+    mine = copy.deepcopy(model)
+    cm = graphremat.compile(mine, budget=0.9, codegen="eager", cost_model="measured", cache=False)
+    assert_matches(reference(model, inputs), mine, train_step(cm, inputs))
+    (plan,) = cm.graphremat_plans
+    assert measure_step_peak(cm, *inputs) <= plan.budget_bytes
+
+
 def test_no_warning_on_the_happy_path(small):
     model, inputs = small
     with warnings.catch_warnings():

@@ -120,13 +120,14 @@ def test_min_feasible_budget_stays_feasible_in_a_new_process(mlp, tmp_path, monk
     assert p.predicted_peak_bytes <= first.min_feasible_bytes
 
 
-def test_corrupt_min_peak_entry_is_ignored(mlp, tmp_path):
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"format": "graphremat.minpeak"}'])
+def test_corrupt_min_peak_entry_is_ignored(mlp, tmp_path, text):
     from graphremat import planner
 
     model, inputs = mlp
     _plan(model, inputs, tmp_path, budget=1.0)
     (entry,) = tmp_path.glob("minpeak-*.json")
-    entry.write_text("{not json")
+    entry.write_text(text)
     planner._MIN_PEAK_CACHE.clear()
     with pytest.warns(RuntimeWarning, match="corrupt min-peak cache entry"):
         p = _plan(model, inputs, tmp_path, budget=0.6)

@@ -12,7 +12,7 @@ from graphremat.solvers.problem import evaluate, must_save_set, save_all_set
 from joint import joint_graph
 from torch import nn
 
-from graphremat.calibrate import annotate_workspace
+from graphremat.calibrate import TIME_KEY, annotate_times, annotate_workspace, measure_times
 from graphremat.capture import capture_joint
 from graphremat.passes import SPLIT_DROPOUT_KEY, split_dropout
 from graphremat.rewrite import rewrite
@@ -145,6 +145,82 @@ def test_eager_dispatch_is_a_cost_per_op_a_recomputation_runs(tiny):
     assert capture_joint(joint, nfo, dispatch_ns={"cuda": 1000}).problem.attr("relu", "cost") == (
         before.attr("relu", "cost")
     )
+
+
+def test_measured_times_are_the_forward_ops_wall_times():
+    """measure_times runs every op that reads no tangent (and none that does), keeping the
+    fastest of its runs: a 256x256x256 matmul measures longer than a relu of 4 elements."""
+
+    class Work(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(256, 256))
+
+        def forward(self, x):
+            big = x @ self.w
+            return big.sum() + big[:1, :4].relu().sum()
+
+    torch.manual_seed(0)
+    joint, nfo = joint_graph(Work(), torch.randn(256, 256))
+    cap = capture_joint(joint, nfo)
+    times = measure_times(joint)
+    fwd = {n.name for n in joint.graph.nodes if n.op == "call_function"} - {
+        v for v, i in cap.info.items() if i.phase == "bwd" for v in i.members
+    }
+    assert set(times) == fwd and all(t > 0 for t in times.values())
+    mm = next(n.name for n in joint.graph.nodes if n.target is torch.ops.aten.mm.default)
+    (relu,) = [n.name for n in joint.graph.nodes if n.target is torch.ops.aten.relu.default]
+    assert times[mm] > 5 * times[relu], times
+
+
+def test_measured_costs_replace_the_roofline_in_the_solver_only():
+    """capture_joint(measured=True): a forward storage whose ops (its own and its forward views)
+    all carry a time costs the solver the sum of those times; one with an untimed op keeps the
+    roofline plus dispatch; backward costs and the reported roofline (NodeInfo.cost_ns) stay."""
+    torch.manual_seed(0)
+    joint, nfo, base = _capture(Tiny(), torch.randn(64, 16))
+    base = capture_joint(joint, nfo, dispatch_ns={"cpu": 1000})
+    for n in joint.graph.nodes:
+        if n.op == "call_function":
+            n.meta[TIME_KEY] = 7
+    view = next(n for n in joint.graph.nodes if n.target is torch.ops.aten.view.default)
+    del view.meta[TIME_KEY]
+    cap = capture_joint(joint, nfo, dispatch_ns={"cpu": 1000}, measured=True)
+    by_name = {n.name: n for n in joint.graph.nodes}
+    untimed = cap.owner[view.name]
+    assert untimed is not None
+    for v, info in cap.info.items():
+        assert info.cost_ns == base.info[v].cost_ns
+        cost, before = cap.problem.attr(v, "cost"), base.problem.attr(v, "cost")
+        if info.phase == "bwd" or v == untimed:
+            assert cost == before, v
+        else:
+            ops = [
+                m
+                for m in info.members
+                if by_name[m].op == "call_function" and by_name[m].target is not operator.getitem
+            ]
+            assert cost == (7 * len(ops) if ops else before), v
+    assert cap.problem.attr(untimed, "cost") > 7 * len(cap.info[untimed].members)
+
+
+def test_ops_that_cannot_be_timed_leave_the_roofline(caplog, monkeypatch):
+    """A failed timing run logs the error (no exception object, as for the workspace) and
+    records no time: the plan is the roofline-v2 plan."""
+    import graphremat.calibrate as calibrate
+
+    def fails(gm, *args, **kwargs):
+        raise RuntimeError("no such kernel")
+
+    torch.manual_seed(0)
+    joint, nfo, _ = _capture(Tiny(), torch.randn(64, 16))
+    monkeypatch.setattr(calibrate, "measure_times", fails)
+    with caplog.at_level("WARNING", logger="graphremat"):
+        assert annotate_times(joint) == {}
+    (record,) = [r for r in caplog.records if "op timing skipped" in r.getMessage()]
+    assert "RuntimeError: no such kernel" in record.getMessage()
+    assert not any(isinstance(a, BaseException) for a in record.args)
+    assert not any(TIME_KEY in n.meta for n in joint.graph.nodes)
 
 
 def test_multi_output_ops_are_tied(tiny):
