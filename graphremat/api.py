@@ -54,17 +54,19 @@ def compile(
     ``cache``: keep solved plans on disk and reuse them (re-checked) when the same graph and
     budget come again: True ($GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat), a directory, or False.
     ``seed``, ``num_workers``: the solver's seed, and how many one-worker CP-SAT solves run side
-    by side (a portfolio, graphremat/solvers/sat.py); the same pair gives the same plan.
+    by side (a portfolio, graphremat/solvers/sat.py); the same pair gives the same plan (for
+    a CPU model, at the same torch thread count: see ``cost_model``).
     ``max_recomputes``: 1 (default) recomputes a value at most once, just before the backward
     needs it; k > 1 lets the solver recompute a value up to k times, anywhere in the backward
     (lower peaks, for graphs of a few hundred decisions; see graphremat/solvers/multi.py).
     ``cost_model``: what a recomputation costs the solver: "roofline-v2" (default) its roofline
-    runtime (FLOPs and bytes moved), plus, with ``codegen="eager"``, each op's dispatch
-    (graphremat.capture.EAGER_DISPATCH_NS: many tiny ops are not free); "roofline-v1": the
-    roofline alone; "measured" (``codegen="eager"`` only): each forward op timed on this machine
-    while planning (on made-up inputs of its shapes; the times are cached with the plans, so
-    a model compiled again on this machine gets the same plan); plans then differ between
-    machines and thread counts, and between first compiles.
+    runtime (FLOPs and bytes moved; a CPU's FLOPs at torch's thread count when planning), plus,
+    with ``codegen="eager"``, each op's dispatch (graphremat.capture.EAGER_DISPATCH_NS: many
+    tiny ops are not free); "roofline-v1": the roofline with fixed constants alone;
+    "measured" (``codegen="eager"`` only): each forward op timed on this machine while
+    planning (on made-up inputs of its shapes; the times are cached with the plans, so a model
+    compiled again on this machine gets the same plan); plans then differ between machines and
+    thread counts, and between first compiles.
 
     A model with graph breaks compiles to several regions that share the budget
     (graphremat.regions); where a later region needs the earlier ones to keep less, the first

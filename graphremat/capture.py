@@ -44,6 +44,10 @@ ROOFLINE = {
     "cpu": {"flops_per_s": 2.0e11, "bytes_per_s": 2.0e10},
     "cuda": {"flops_per_s": 4.0e14, "bytes_per_s": 2.0e12},
 }
+#: A CPU thread's FLOP rate for the solver's costs under cost_model="roofline-v2": a small ``mm``
+#: ran at 86-98 GFLOP/s on one thread of the README's 2-core CPU, 196 on two, where ROOFLINE's
+#: fixed 2e11 (the reported costs' constant) is two threads' rate.
+CPU_FLOPS_PER_THREAD = 1.0e11
 _OP_OVERHEAD_NS = 1  # every real op costs at least this much, so needless recompute never pays
 #: Per-op cost of running an op eagerly (codegen="eager"), whatever its size: dispatch, and on
 #: CUDA the kernel launch. Measured on the 2-core CPU of the README (one thread, torch.profiler):
@@ -51,6 +55,16 @@ _OP_OVERHEAD_NS = 1  # every real op costs at least this much, so needless recom
 #: takes 1.7 us). CUDA: assumed (not measured here). Inductor fuses a recomputed op into a kernel
 #: it launches anyway, so there it is not counted.
 EAGER_DISPATCH_NS = {"cpu": 3_000, "cuda": 5_000}
+
+
+def thread_roofline(threads: int | None = None) -> dict[str, dict[str, float]]:
+    """ROOFLINE with the CPU's FLOP rate for ``threads`` intra-op threads (default: torch's
+    count now) at :data:`CPU_FLOPS_PER_THREAD` each. Memory bandwidth is shared by the threads
+    and stays ROOFLINE's."""
+    threads = torch.get_num_threads() if threads is None else threads
+    out = {k: dict(v) for k, v in ROOFLINE.items()}
+    out["cpu"]["flops_per_s"] = CPU_FLOPS_PER_THREAD * max(1, threads)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +200,11 @@ def _flops(node: fx.Node) -> int:
         return 0
 
 
+def _roofline_ns(flops: int, moved: int, kind: Mapping[str, float]) -> int:
+    seconds = max(flops / kind["flops_per_s"], moved / kind["bytes_per_s"])
+    return max(_OP_OVERHEAD_NS, math.ceil(seconds * 1e9))
+
+
 def _device_kind(vals: list[torch.Tensor | None]) -> str:
     for v in vals:
         if v is not None and v.device.type == "cuda":
@@ -202,6 +221,7 @@ def capture_joint(
     held_copies: int = 0,
     dispatch_ns: Mapping[str, int] | None = None,
     measured: bool = False,
+    solver_roofline: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Capture:
     """Build the solver's problem from an AOTAutograd joint graph.
 
@@ -213,6 +233,8 @@ def capture_joint(
     dispatch, while :attr:`NodeInfo.cost_ns` (and every reported cost) stays the roofline.
     ``measured``: a forward storage whose ops all carry a measured time
     (:func:`graphremat.calibrate.annotate_times`) costs the solver the sum of those times instead.
+    ``solver_roofline``: the constants of the solver's roofline (e.g. :func:`thread_roofline`),
+    where they are not ROOFLINE's (which every reported cost uses).
     """
     dispatch_ns = dispatch_ns or {}
     graph = joint.graph
@@ -383,12 +405,12 @@ def capture_joint(
                 if v is not None
             )
         )
-        kind = ROOFLINE[_device_kind(vals)]
-        seconds = max(flops / kind["flops_per_s"], moved / kind["bytes_per_s"])
-        cost_ns = (
-            0 if n.target is operator.getitem else max(_OP_OVERHEAD_NS, math.ceil(seconds * 1e9))
-        )
+        device = _device_kind(vals)
+        real_op = n.target is not operator.getitem
+        cost_ns = _roofline_ns(flops, moved, ROOFLINE[device]) if real_op else 0
         solve_cost = cost_ns
+        if solver_roofline is not None and real_op:
+            solve_cost = _roofline_ns(flops, moved, solver_roofline[device])
         # the op itself and the forward views of its storage: what a recomputation runs
         ops = [
             m
@@ -399,7 +421,7 @@ def capture_joint(
         if phase == "fwd" and measured and ops and None not in timed:
             solve_cost = max(_OP_OVERHEAD_NS, sum(timed))
         elif phase == "fwd":  # each dispatched, at a fixed cost per op
-            solve_cost += dispatch_ns.get(_device_kind(vals), 0) * len(ops)
+            solve_cost += dispatch_ns.get(device, 0) * len(ops)
         is_req = n in required
         tied = None
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):

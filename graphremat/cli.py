@@ -97,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cost-model",
         choices=COST_MODELS,
         default=COST_MODELS[0],
-        help="roofline-v2 (default: the roofline plus, for eager, each recomputed op's "
-        "dispatch), roofline-v1 (the roofline alone) or measured (eager only: each op timed "
-        "on this machine while planning)",
+        help="roofline-v2 (default: the roofline, CPU FLOPs at torch's thread count, plus, "
+        "for eager, each recomputed op's dispatch), roofline-v1 (fixed roofline alone) or "
+        "measured (eager only: each op timed on this machine while planning)",
     )
     p.add_argument(
         "--json", metavar="PATH", help="write the plan as JSON (Plan.from_json loads it)"

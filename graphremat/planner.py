@@ -34,7 +34,7 @@ from .calibrate import (
     devices,
     graph_total_bytes,
 )
-from .capture import EAGER_DISPATCH_NS, Capture, capture_joint
+from .capture import EAGER_DISPATCH_NS, Capture, capture_joint, thread_roofline
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
 from .inductor_check import user_output_bytes
 from .passes import split_dropout
@@ -81,8 +81,9 @@ class Options:
     fallback: str | None = None
     log_progress: bool = False
     calibrate: bool | str = "auto"
-    # "roofline-v2": roofline runtime per op, plus eager's per-op dispatch under
-    # codegen="eager" (capture.EAGER_DISPATCH_NS); "roofline-v1": the roofline alone;
+    # "roofline-v2": roofline runtime per op at torch's thread count (capture.thread_roofline),
+    # plus eager's per-op dispatch under codegen="eager" (capture.EAGER_DISPATCH_NS);
+    # "roofline-v1": the roofline with fixed constants alone;
     # "measured" (codegen="eager" only): each forward op timed on this machine at plan time
     # (calibrate.measure_times; cached with the plans), roofline-v2 where an op cannot be timed
     cost_model: str = "roofline-v2"
@@ -165,6 +166,7 @@ class Options:
                 self.calibrate,
                 self.cost_model,
                 self.max_recomputes,
+                torch.get_num_threads(),  # roofline-v2's CPU costs depend on it
             )
         )
         return hashlib.sha256(key.encode()).hexdigest()
@@ -635,18 +637,15 @@ def make_plan(
     # op-level model (the backend's Inductor check); the model may then exceed the budget by it
     held, credit = max(reserve_bytes, 0), max(-reserve_bytes, 0)
     resident = outside_bytes + held
-    dispatch = (
-        EAGER_DISPATCH_NS
-        if options.codegen == "eager" and options.cost_model in ("roofline-v2", "measured")
-        else None
-    )
+    v2 = options.cost_model in ("roofline-v2", "measured")
     captured = functools.partial(
         capture_joint,
         joint,
         num_fwd_outputs,
         outside_bytes=resident,
         held_copies=held_copies,
-        dispatch_ns=dispatch,
+        dispatch_ns=EAGER_DISPATCH_NS if v2 and options.codegen == "eager" else None,
+        solver_roofline=thread_roofline() if v2 else None,
     )
     cap = captured()
     # (a rank adopting rank 0's plan replays its saved set: no costs needed)

@@ -14,6 +14,18 @@ def _fresh_plan_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _two_threads():
+    """Plans are made for two intra-op threads, as on the 2-core CI machine, whatever this
+    machine's core count: roofline-v2 prices FLOPs at torch's thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     """Each test compiles from scratch: Dynamo's per-code-object recompile limit (8) would

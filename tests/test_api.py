@@ -143,7 +143,8 @@ def test_eager_plans_count_the_dispatch_of_each_recomputed_op(small):
     """The test GPT at 0.8 of its peak: on the roofline alone (cost_model="roofline-v1") the
     optimum recomputes many small values; counting eager's per-op dispatch (the default under
     codegen="eager") it recomputes fewer, for a little more roofline work. Inductor fuses
-    recomputed ops, so there the objective is the roofline."""
+    recomputed ops, so there the objective is the roofline at torch's thread count: the
+    reported one at two threads, dearer matmuls at one."""
     model, inputs = make_gpt()
     kw = {"budget": 0.8, "time_limit_s": 30, "cache": False}
     v1 = graphremat.plan(model, *inputs, cost_model="roofline-v1", **kw)
@@ -155,7 +156,16 @@ def test_eager_plans_count_the_dispatch_of_each_recomputed_op(small):
     base = graphremat.plan(model, *inputs, budget=1.0, codegen="inductor")
     budget = (base.min_feasible_bytes + base.unconstrained_peak_bytes) // 2
     fused = graphremat.plan(model, *inputs, budget=budget, codegen="inductor", cache=False)
+    assert torch.get_num_threads() == 2  # (conftest) the reported roofline's FLOP rate
     assert fused.recomputed and fused.objective == fused.recompute_cost_ns
+    # on one thread a matmul takes twice as long: the solver's roofline says so, the report not
+    torch.set_num_threads(1)
+    try:
+        one = graphremat.plan(model, *inputs, budget=budget, codegen="inductor", cache=False)
+    finally:
+        torch.set_num_threads(2)
+    assert any(v.startswith("addmm") for v in one.recomputed)
+    assert one.recompute_cost_ns < one.objective
 
 
 def test_measured_costs_steer_the_plan_and_are_kept_with_the_plans(

@@ -13,7 +13,7 @@ from joint import joint_graph
 from torch import nn
 
 from graphremat.calibrate import TIME_KEY, annotate_times, annotate_workspace, measure_times
-from graphremat.capture import capture_joint
+from graphremat.capture import CPU_FLOPS_PER_THREAD, ROOFLINE, capture_joint, thread_roofline
 from graphremat.passes import SPLIT_DROPOUT_KEY, split_dropout
 from graphremat.rewrite import rewrite
 from graphremat.simulate import simulate
@@ -145,6 +145,36 @@ def test_eager_dispatch_is_a_cost_per_op_a_recomputation_runs(tiny):
     assert capture_joint(joint, nfo, dispatch_ns={"cuda": 1000}).problem.attr("relu", "cost") == (
         before.attr("relu", "cost")
     )
+
+
+def test_the_solver_roofline_prices_flops_at_the_thread_count():
+    """thread_roofline(t): a CPU FLOP rate of CPU_FLOPS_PER_THREAD per thread, bandwidth
+    unchanged. Passed as solver_roofline, a FLOP-bound op (a matmul) costs the solver twice as
+    much at one thread as at two, a memory-bound op (a relu) the same; the reported roofline
+    (NodeInfo.cost_ns) is ROOFLINE's either way."""
+
+    class Work(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(256, 256))
+
+        def forward(self, x):
+            return (x @ self.w).relu().sum()
+
+    joint, nfo = joint_graph(Work(), torch.randn(256, 256))
+    assert thread_roofline(3)["cpu"] == {
+        "flops_per_s": 3 * CPU_FLOPS_PER_THREAD,
+        "bytes_per_s": ROOFLINE["cpu"]["bytes_per_s"],
+    }
+    assert thread_roofline(1)["cuda"] == ROOFLINE["cuda"]
+    ref = capture_joint(joint, nfo)
+    one, two = (capture_joint(joint, nfo, solver_roofline=thread_roofline(t)) for t in (1, 2))
+    mm = next(n.name for n in joint.graph.nodes if n.target is torch.ops.aten.mm.default)
+    relu = next(n.name for n in joint.graph.nodes if n.target is torch.ops.aten.relu.default)
+    assert abs(one.problem.attr(mm, "cost") - 2 * two.problem.attr(mm, "cost")) <= 2  # (ceil)
+    assert two.problem.attr(mm, "cost") == ref.problem.attr(mm, "cost")  # 2 threads: ROOFLINE
+    assert {c.problem.attr(relu, "cost") for c in (ref, one, two)} == {ref.info[relu].cost_ns}
+    assert all(one.info[v].cost_ns == ref.info[v].cost_ns for v in ref.info)
 
 
 def test_measured_times_are_the_forward_ops_wall_times():
