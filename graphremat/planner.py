@@ -216,6 +216,7 @@ class Partitioner(P.CustomPartitionerFn):
                 held_copies=held_copies,
                 held_cap=held_cap,
                 annotate=self._annotate,
+                peak_floor=self.regions.peak_floor(),
             )
 
         try:
@@ -613,6 +614,7 @@ def make_plan(
     held_copies: int = 0,
     held_cap: int | None = None,
     annotate: Callable[[Plan], Plan] | None = None,
+    peak_floor: int = 0,
 ) -> tuple[fx.GraphModule, fx.GraphModule, Plan]:
     """Plan one joint graph; with ``adopt`` (another rank's plan for the same graph), re-emit
     and replay that plan's saved set instead of solving. ``held_copies``: the graph runs that
@@ -621,7 +623,9 @@ def make_plan(
     its backward (room for later regions of the step, graphremat.regions), enforced as a step
     between the forward and the backward (:func:`solvers.problem.with_room_between`) that the
     simulator checks too. ``annotate``: applied to the plan before it is cached or returned
-    (the region's fields, see Partitioner)."""
+    (the region's fields, see Partitioner). ``peak_floor``: a fraction budget is a fraction of
+    the larger of this graph's peak without rematerialization and this (the step's other
+    regions', graphremat.regions.Regions.peak_floor)."""
     if annotate is None:
         annotate = _same
     t0 = time.perf_counter()
@@ -678,7 +682,7 @@ def make_plan(
     ev_all = evaluate(problem, keep_all)
     fw, bw, sim_all = emit(keep_all)
     unconstrained = max(sim_all.peak_bytes, ev_all.peak_bytes)  # the model is conservative
-    budget_bytes = options.budget.resolve(unconstrained - held)
+    budget_bytes = options.budget.resolve(max(unconstrained - held, peak_floor))
     target = budget_bytes + credit  # what the op-level model must fit
     if held_cap is not None:
         room = max(0, target - fixed_between(problem) - (1 + held_copies) * held_cap)

@@ -38,6 +38,11 @@ that region raises InfeasibleBudget); where it cannot (torch.distributed, later 
 later region runs its smallest plan in that call, which exceeds the budget, with a warning that
 says by how much.
 
+A fraction budget is resolved against the step, not the region: the largest peak without
+rematerialization among the step's regions planned so far, this one included
+(``Regions.peak_floor``), so a region after a wide one is not held to a fraction of its own
+small peak (mostly what the wide one keeps).
+
 Regions are keyed by Dynamo's frame id (under DistributedDataParallel, by frame id and the
 gradient bucket at which Dynamo's DDPOptimizer split the frame's graph): they are compiled in
 the order the first step reaches them, which is their forward order; a recompilation of a
@@ -314,6 +319,25 @@ class Regions:
             d.room, d.refresh = room, True
         c.refresh, c.rooms = True, c.rooms + 1
         return keeps[0], reducible, self.earlier_ran(c)
+
+    def peak_floor(self) -> int:
+        """What a fraction budget of the current compile is at least a fraction of: the largest
+        peak without rematerialization (a whole-step peak, as each was planned) among the other
+        compiles made in the same step; 0 if none. So the regions of one step share one budget:
+        a later region never gets fewer bytes than an earlier one because its own peak without
+        rematerialization is lower (its peak is mostly what the others hold). 0 without the
+        model (the string backend: its regions do not share a budget)."""
+        c = self.current
+        if c is None or self.model is None:
+            return 0
+        return max(
+            (
+                d.plan.unconstrained_peak_bytes
+                for d in self.compiles
+                if d is not c and d.step == c.step and d.plan is not None
+            ),
+            default=0,
+        )
 
     @staticmethod
     def held_caps(c: Compile) -> list[int]:

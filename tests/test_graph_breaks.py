@@ -525,3 +525,65 @@ def test_a_later_region_that_does_not_fit_says_why():
     assert "this region needs at least" in str(info.value)
     assert "smallest feasible budget" not in str(info.value)
     assert "fullgraph=True" in str(info.value)
+
+
+class WideThenNarrow(nn.Module):
+    """A wide first region (BatchNorm, dropout) and a narrow second one with little to
+    recompute: the second region's peak without remat is mostly what the first keeps."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Sequential(
+            nn.Linear(64, 256),
+            nn.BatchNorm1d(256),
+            nn.ReLU(),
+            nn.Linear(256, 256),
+            nn.Dropout(0.2),
+            nn.GELU(),
+        )
+        self.second = nn.Sequential(nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 10))
+
+    def forward(self, x, y):
+        h = self.first(x)
+        torch._dynamo.graph_break()
+        return nn.functional.cross_entropy(self.second(h), y)
+
+
+def test_a_fraction_budget_is_one_budget_for_the_step():
+    """A fraction budget is a fraction of the step's peak without remat as the regions planned
+    so far show it, not of each region's own: here 0.95 of the second region's own peak is
+    below its smallest budget (it failed that way before), while 0.95 of the first region's,
+    the step's, fits both, with eager's gradients and running statistics."""
+    torch.manual_seed(0)
+    model = WideThenNarrow()
+    inputs = (torch.randn(512, 64), torch.randint(0, 10, (512,)))
+    mine = copy.deepcopy(model)
+    cmodel = graphremat.compile(mine, budget=0.95, codegen="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loss = train_step(cmodel, inputs)
+        assert_matches(reference(model, inputs), mine, loss)
+        peak = measured_peak(mine, cmodel, inputs)
+    first, second = cmodel.graphremat_plans
+    budget = int(0.95 * first.unconstrained_peak_bytes)
+    assert first.budget_bytes == second.budget_bytes == budget
+    assert second.unconstrained_peak_bytes < first.unconstrained_peak_bytes
+    assert int(0.95 * second.unconstrained_peak_bytes) < second.min_feasible_bytes <= budget
+    assert first.recomputed
+    assert max(first.predicted_peak_bytes, second.predicted_peak_bytes) <= budget
+    assert peak <= budget
+    # the string backend sees one region at a time (no step, no sharing): each region's
+    # fraction is of its own peak (without the rest of the model: 1.0, as 0.95 does not fit)
+    from graphremat.backend import RECENT_PLANS
+
+    RECENT_PLANS.clear()
+    torch._dynamo.reset()
+    cmodel = torch.compile(
+        copy.deepcopy(model), backend="graphremat", options={"budget": 1.0, "codegen": "eager"}
+    )
+    with pytest.warns(RuntimeWarning, match="ends at a graph break"):
+        train_step(cmodel, inputs)
+    alone = list(RECENT_PLANS)
+    assert len(alone) == 2
+    assert alone[1].unconstrained_peak_bytes < alone[0].unconstrained_peak_bytes
+    assert all(p.budget_bytes == p.unconstrained_peak_bytes for p in alone)
