@@ -78,11 +78,6 @@ def interleaved_times(steps, repeats: int = 5) -> list[list[float]]:
     return times
 
 
-def median_times(steps, repeats: int = 5) -> list[float]:
-    """Interleaved (:func:`interleaved_times`): the median per step, in ms."""
-    return [statistics.median(t) for t in interleaved_times(steps, repeats)]
-
-
 def ratio_ci(theirs: list[float], mine: list[float], alpha: float = 0.05):
     """The median of the per-round ratios ``mine / theirs`` (the two runs of one round are
     adjacent, so they share the machine's state) and a distribution-free 1 - alpha confidence

@@ -244,7 +244,13 @@ def annotate_times(gm: fx.GraphModule) -> dict[str, int]:
             str(e),
         )
         return {}
+    record_times(gm, times)
+    return times
+
+
+def record_times(gm: fx.GraphModule, times: dict[str, int]) -> None:
+    """Put ``times`` (ns per FX node name, from :func:`measure_times` or the plan cache) on
+    ``gm``'s nodes as ``node.meta[TIME_KEY]``."""
     for n in gm.graph.nodes:
         if n.name in times:
             n.meta[TIME_KEY] = times[n.name]
-    return times

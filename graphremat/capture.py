@@ -411,17 +411,18 @@ def capture_joint(
         solve_cost = cost_ns
         if solver_roofline is not None and real_op:
             solve_cost = _roofline_ns(flops, moved, solver_roofline[device])
-        # the op itself and the forward views of its storage: what a recomputation runs
-        ops = [
-            m
-            for m in (by_name[name] for name in members[n])
-            if m in fwd_fx and m.target is not operator.getitem
-        ]
-        timed = [m.meta.get(TIME_KEY) for m in ops]
-        if phase == "fwd" and measured and ops and None not in timed:
-            solve_cost = max(_OP_OVERHEAD_NS, sum(timed))
-        elif phase == "fwd":  # each dispatched, at a fixed cost per op
-            solve_cost += dispatch_ns.get(device, 0) * len(ops)
+        if phase == "fwd":
+            # the op itself and the forward views of its storage: what a recomputation runs
+            ops = [
+                m
+                for m in (by_name[name] for name in members[n])
+                if m in fwd_fx and m.target is not operator.getitem
+            ]
+            timed = [m.meta.get(TIME_KEY) for m in ops] if measured else [None]
+            if ops and None not in timed:
+                solve_cost = max(_OP_OVERHEAD_NS, sum(timed))
+            else:  # each dispatched, at a fixed cost per op
+                solve_cost += dispatch_ns.get(device, 0) * len(ops)
         is_req = n in required
         tied = None
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node):

@@ -28,11 +28,11 @@ from . import _private as P
 from . import cache as plan_cache
 from .budget import Budget, format_bytes, parse_budget
 from .calibrate import (
-    TIME_KEY,
     annotate_times,
     annotate_workspace,
     devices,
     graph_total_bytes,
+    record_times,
 )
 from .capture import EAGER_DISPATCH_NS, Capture, capture_joint, thread_roofline
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
@@ -595,10 +595,8 @@ def _op_times(joint: fx.GraphModule, cap: Capture, options: Options) -> bool:
         times = annotate_times(joint)
         if times and key:
             plan_cache.store_times(cache_at, key, times)
-        return bool(times)
-    for n in joint.graph.nodes:
-        if n.name in times:
-            n.meta[TIME_KEY] = times[n.name]
+    else:
+        record_times(joint, times)
     return bool(times)
 
 
