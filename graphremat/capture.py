@@ -468,7 +468,8 @@ def capture_joint(
         if ws and r is not None and r.name in g:
             g.nodes[r.name]["transient_bytes"] += int(ws)
 
-    # -- an output of a multi-output op can be recomputed only if the op can
+    # -- an output of a multi-output op can be recomputed only if the op can; then it may be
+    #    saved whatever a checkpoint policy says (a dropout's mask inside a checkpoint region)
     for v, a in g.nodes(data=True):
         parent = a["tied_to"]
         if parent is not None and not g.nodes[parent]["recomputable"] and a["recomputable"]:
@@ -478,6 +479,8 @@ def capture_joint(
                 recomputable=False,
                 reason=f"is an output of {parent}, which " + info[parent].reason,
             )
+            policy_recomputes.discard(v)
+            a["savable"] = a["required"] and v not in tuple_nodes
 
     # -- a forward node that cannot be recomputed must run in the forward: make it (and its
     #    ancestors) required

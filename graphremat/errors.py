@@ -15,7 +15,9 @@ class InfeasibleBudget(GraphRematError, ValueError):
     """No plan fits the budget. ``min_feasible_bytes`` is the smallest budget that does; with
     ``given_others`` (a region of a step with graph breaks), the region's smallest peak given
     what the step's other regions keep as planned now, which they may plan differently at
-    another budget."""
+    another budget. ``lower_bound_bytes``: where the smallest-peak search did not finish in
+    its time limit, ``min_feasible_bytes`` is the smallest peak it found (a budget that fits)
+    and the smallest is proven to be at least this; else equal to ``min_feasible_bytes``."""
 
     def __init__(
         self,
@@ -23,9 +25,12 @@ class InfeasibleBudget(GraphRematError, ValueError):
         min_feasible_bytes: int,
         detail: str = "",
         given_others: bool = False,
+        lower_bound_bytes: int | None = None,
     ) -> None:
         self.budget_bytes = int(budget_bytes)
         self.min_feasible_bytes = int(min_feasible_bytes)
+        lower = self.min_feasible_bytes if lower_bound_bytes is None else int(lower_bound_bytes)
+        self.lower_bound_bytes = min(lower, self.min_feasible_bytes)
         from .budget import format_bytes
 
         msg = f"no rematerialization plan fits the budget of {format_bytes(budget_bytes)} "
@@ -35,6 +40,14 @@ class InfeasibleBudget(GraphRematError, ValueError):
                 f"planned now, this region needs at least {format_bytes(min_feasible_bytes)} "
                 f"(min_feasible_bytes={min_feasible_bytes}). Raise the budget, or shrink the "
                 "batch."
+            )
+        elif self.lower_bound_bytes < self.min_feasible_bytes:
+            msg += (
+                f"({budget_bytes} bytes); the smallest budget found to fit is "
+                f"{format_bytes(min_feasible_bytes)} (min_feasible_bytes={min_feasible_bytes}; "
+                f"the smallest is proven >= {format_bytes(self.lower_bound_bytes)}, not found "
+                f"within the time limit). Raise the budget to {min_feasible_bytes} bytes, or "
+                "shrink the batch; a larger time_limit_s may find a smaller minimum."
             )
         else:
             msg += (

@@ -4,8 +4,12 @@
 after the dropout, with every use of the old ``out`` reading the new one. The mask (1 byte per
 element) still comes from the random op, which is never recomputed; the output -- 4 bytes per
 element and often what the backward needs -- becomes an ordinary pointwise value that can be
-recomputed from ``x`` and the saved mask, bit for bit what ``native_dropout`` computes
-(``input.mul(mask).mul_(scale)`` on CPU; on CUDA multiplying by a 0/1 mask is exact).
+recomputed from ``x`` and the saved mask, bit for bit what ``native_dropout`` computes. Which
+``scale`` that is depends on the kernel: in half precision the CPU kernel multiplies by
+``1 / (1 - p)`` rounded to the input's dtype, CUDA's in float. So the scale is found by running
+the device's kernel once per (device, dtype, p) on a made-up tensor (``dropout_scale``; the
+random number generators are left as they were); a dropout whose output neither candidate
+reproduces bit for bit is not split (its output is then saved, never recomputed).
 
 ``dropout_outputs_in_forward``: after the rewrite, the forward module reads each such output
 from the dropout again (the same values), so only a recomputation in the backward pays for the
@@ -14,10 +18,16 @@ multiplies.
 
 from __future__ import annotations
 
+import functools
+import logging
 import operator
 
 import torch
 import torch.fx as fx
+
+from . import _private as P
+
+log = logging.getLogger("graphremat")
 
 _DROPOUT = torch.ops.aten.native_dropout.default
 _MUL = torch.ops.aten.mul.Tensor
@@ -29,6 +39,33 @@ def _fake(fn, *vals):
     mode = next(v.fake_mode for v in vals if hasattr(v, "fake_mode"))
     with mode:
         return fn(*vals)
+
+
+@functools.cache
+def dropout_scale(device: torch.device, dtype: torch.dtype, p: float) -> float | None:
+    """The ``scale`` with ``x * mask * scale == native_dropout(x, p, True)[0]`` bit for bit on
+    ``device`` for ``dtype`` (``mask``: its second output), tried on a made-up tensor: ``1 / (1 -
+    p)``, or that rounded to ``dtype`` (the CPU kernel's scale in half precision); None if neither
+    is (the dropout is then not split)."""
+    if p >= 1.0:
+        return 0.0
+    exact = 1.0 / (1.0 - p)
+    forked = [device.index or 0] if device.type != "cpu" else []
+    try:
+        with (
+            P.unset_fake_temporarily(),
+            torch.no_grad(),
+            torch.random.fork_rng(forked, device_type=device.type),
+        ):
+            rounded = torch.tensor(exact, dtype=dtype).item()
+            x = torch.randn(4096, device=device).to(dtype)
+            out, mask = _DROPOUT(x, p, True)
+            for scale in dict.fromkeys((exact, rounded)):
+                if torch.equal(x * mask * scale, out):
+                    return scale
+    except (RuntimeError, TypeError, ValueError) as e:  # a dtype or device without the kernel
+        log.debug("dropout scale on %s for %s, p=%s: %s", device, dtype, p, e)
+    return None
 
 
 def split_dropout(joint: fx.GraphModule) -> int:
@@ -47,7 +84,9 @@ def split_dropout(joint: fx.GraphModule) -> int:
         x_val = x.meta.get("val")
         if not isinstance(x_val, torch.Tensor) or not hasattr(x_val, "fake_mode"):
             continue
-        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+        scale = dropout_scale(x_val.device, x_val.dtype, p)
+        if scale is None:
+            continue
         mask = getitems.get(1)
         anchor = next(n for n in reversed(graph.nodes) if n in getitems.values())
         if mask is None:

@@ -760,8 +760,11 @@ def make_plan(
         mp = minimum()
         start = mp.saved if mp.peak_bytes <= target else None
         result = _solve(solve_cap, target, options, start=start)
+        # (a budget between the proven bound and the smallest peak found is proven infeasible
+        # by this very solve: the bound rises to the budget)
+        lower = max(mp.lower_bound_bytes - credit, budget_bytes + 1)
         if result.status is SolveStatus.INFEASIBLE:
-            raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit)
+            raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit, lower_bound_bytes=lower)
         if not result.status.has_plan:
             # no plan within the time limit: the smallest-peak plan may still fit
             if mp.peak_bytes > target and mp.optimal:

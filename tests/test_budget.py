@@ -74,3 +74,15 @@ def test_infeasible_budget_carries_the_minimum():
     e = graphremat.InfeasibleBudget(1000, 4096)
     assert isinstance(e, ValueError) and isinstance(e, graphremat.GraphRematError)
     assert e.min_feasible_bytes == 4096 and "4096" in str(e)
+    assert e.lower_bound_bytes == 4096 and "proven" not in str(e)
+
+
+def test_an_unproven_minimum_says_what_is_proven():
+    """Where the smallest-peak search ran out of time, the error names a budget that fits,
+    the proven lower bound, and that more time may find a smaller minimum."""
+    e = graphremat.InfeasibleBudget(1000, 4096, lower_bound_bytes=1001)
+    assert (e.min_feasible_bytes, e.lower_bound_bytes) == (4096, 1001)
+    msg = str(e)
+    assert "found to fit" in msg and "4096" in msg and "proven >= 1001 B" in msg
+    assert "time_limit_s" in msg
+    assert graphremat.InfeasibleBudget(1000, 4096, lower_bound_bytes=9999).lower_bound_bytes == 4096

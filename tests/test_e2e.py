@@ -59,12 +59,17 @@ def _run(setups, name, frac, codegen):
     if budget_bytes < plan0.min_feasible_bytes:
         if not plan0.min_feasible_proven:
             # unproven minimum: CP-SAT may prove this budget infeasible (InfeasibleBudget) or
-            # find nothing in time (SolverFailed); either error names the smallest peak found
+            # find nothing in time (SolverFailed); either error names the smallest peak found,
+            # and an unproven InfeasibleBudget says what is proven
             with pytest.raises(
                 (graphremat.SolverFailed, graphremat.InfeasibleBudget),
-                match="the smallest (peak found|feasible budget) is",
-            ):
+                match="the smallest (peak found|feasible budget|budget found to fit) is",
+            ) as info:
                 compiled_step(model, inputs, budget, codegen)
+            if isinstance(info.value, graphremat.InfeasibleBudget):
+                e = info.value
+                assert budget_bytes < e.lower_bound_bytes <= e.min_feasible_bytes
+                assert e.min_feasible_bytes == plan0.min_feasible_bytes
             if (name, frac) in EAGER_BELOW_THE_ONCE_CLASS:
                 return _check(ref, model, inputs, budget, codegen, frac, **MULTI)
             pytest.skip(f"{name}: {frac} is below the smallest peak found (not proven)")

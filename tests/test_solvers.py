@@ -323,6 +323,45 @@ def test_min_peak_answers_when_its_limit_ends_before_cp_sat_has_a_plan():
     assert not r.optimal and p.fixed_bytes <= r.lower_bound_bytes <= r.peak_bytes
 
 
+def test_with_no_plan_and_no_proof_the_exact_solve_gets_more_work(monkeypatch):
+    """Greedy and relaxation find no plan and the exact model ends on its work limit with
+    neither plan nor proof: while the wall limit allows, it is solved again with twice the
+    work (the bf16 autocast GPT at 0.5: proven infeasible with 5 units, not with 3, 7 s into a
+    60 s limit), and its answer is the answer."""
+    import graphremat.solvers.cpsat as cpsat
+
+    p = random_problem(3, num_fwd=7, num_bwd=7)
+    budget = min_peak(p, num_workers=1, time_limit_s=5).peak_bytes
+    real, works = cpsat._solve_hinted, []
+
+    def stingy(problem, budget_bytes, keep, t0, time_limit_s, work_s, **kw):
+        works.append(work_s)
+        built, solver, status, sizes = real(
+            problem, budget_bytes, keep, t0, time_limit_s, work_s, **kw
+        )
+        return built, solver, status if len(works) > 2 else SolveStatus.UNKNOWN, sizes
+
+    monkeypatch.setattr(cpsat, "greedy_fit", lambda *a, **k: None)
+    monkeypatch.setattr(cpsat, "relaxed_bound", lambda *a, **k: (0.0, None))
+    monkeypatch.setattr(cpsat, "_solve_hinted", stingy)
+    r = solve_cpsat(p, budget, time_limit_s=4, seed=0, num_workers=1)
+    assert works == [2.0, 4.0, 8.0]
+    assert r.status.has_plan and r.peak_bytes <= budget
+    # with no answer ever, the wall limit ends the rounds: each takes 1.5 s of a 4 s limit
+    clock = [0.0]
+
+    def slow(problem, budget_bytes, keep, t0, time_limit_s, work_s, **kw):
+        works.append(work_s)
+        clock[0] += 1.5
+        return None, None, SolveStatus.UNKNOWN, {}
+
+    works.clear()
+    monkeypatch.setattr(cpsat, "_solve_hinted", slow)
+    monkeypatch.setattr(cpsat.time, "perf_counter", lambda: clock[0])
+    r = solve_cpsat(p, budget, time_limit_s=4, seed=0, num_workers=1)
+    assert r.status is SolveStatus.UNKNOWN and works == [2.0, 4.0, 8.0]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_solve_is_deterministic_under_machine_load(workers):
     """Same problem, seed and worker count: the same plan and bound, whether or not another
