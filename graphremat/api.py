@@ -182,7 +182,8 @@ def _raising_graphremat_errors(
         problem = regions.end_step() if regions is not None else None
         if problem is not None:
             warnings.warn(problem, RuntimeWarning, stacklevel=2)
-        if plans is not None and not plans and _needs_grad(out):
+        fell_back = regions is not None and regions.fallbacks
+        if plans is not None and not plans and not fell_back and _needs_grad(out):
             warnings.warn(
                 "graphremat: this training step ran without a plan: Dynamo did not compile "
                 "it (it gave up on this model's code earlier, e.g. at its recompile limit "

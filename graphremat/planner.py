@@ -35,7 +35,7 @@ from .calibrate import (
     record_times,
 )
 from .capture import EAGER_DISPATCH_NS, Capture, capture_joint, thread_roofline
-from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain
+from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain, UnsupportedGraph
 from .inductor_check import user_output_bytes
 from .passes import split_dropout
 from .records import tensor_records
@@ -201,8 +201,7 @@ class Partitioner(P.CustomPartitionerFn):
         static_idx = kwargs.get("static_lifetime_input_indices") or []
         primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
         static_nodes = {p for i, p in enumerate(primals) if i in set(static_idx)}
-        own = _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
-        activations = _activation_bytes(joint, primals, static_idx)
+        own = activations = 0
 
         def plan_it(reused: bool, held_cap: int | None = None):
             outside, held_copies = self.regions.outside(own, activations, reused=reused)
@@ -220,10 +219,14 @@ class Partitioner(P.CustomPartitionerFn):
             )
 
         try:
+            _raise_if_not_strided(joint)
+            own = _own_resident_bytes(joint, num_fwd_outputs, primals, static_idx)
+            activations = _activation_bytes(joint, primals, static_idx)
             fw, bw, plan = self._plan_in_step(plan_it)
-        except (InfeasibleBudget, SolverFailed) as e:
+        except (InfeasibleBudget, SolverFailed, UnsupportedGraph) as e:
             if self.options.fallback != "pytorch":
                 raise
+            self.regions.fallbacks += 1
             warnings.warn(
                 f"graphremat: {e} -- falling back to PyTorch's default partition "
                 "(fallback='pytorch'); the budget is NOT enforced for this region.",
@@ -407,6 +410,30 @@ def _no_room(budget_bytes: int, least: int, why: str) -> InfeasibleBudget:
         "region.)",
         given_others=True,
     )
+
+
+def _raise_if_not_strided(joint: fx.GraphModule) -> None:
+    """UnsupportedGraph if a value of ``joint`` is not a strided tensor (a sparse gradient of
+    ``nn.Embedding(sparse=True)``, say): graphremat counts memory per storage, and such a
+    tensor's bytes depend on its values (its number of nonzeros)."""
+    for node in joint.graph.nodes:
+        val = node.meta.get("val")
+        for v in val if isinstance(val, (tuple, list)) else (val,):
+            if isinstance(v, torch.Tensor) and v.layout is not torch.strided:
+                code = [
+                    line.strip()
+                    for line in node.meta.get("stack_trace", "").splitlines()
+                    if line.strip() and not set(line.strip()) <= set("^~ ")
+                ]
+                raise UnsupportedGraph(
+                    f"the training graph holds a {v.layout} tensor ({node.name} = "
+                    f"{getattr(node.target, '__name__', node.target)}"
+                    + (f", from: {code[-1]}" if code else "")
+                    + "): graphremat counts memory per dense storage, and a sparse tensor's "
+                    "bytes depend on its values. Use dense gradients (e.g. nn.Embedding("
+                    "sparse=False)), or pass fallback='pytorch' to compile this region with "
+                    "PyTorch's default partition (the budget is then not enforced for it)."
+                )
 
 
 def _own_resident_bytes(joint: fx.GraphModule, num_fwd_outputs: int, primals, static_idx) -> int:

@@ -217,6 +217,7 @@ class Regions:
         self.can_run_again = False
         self.runs_of_call = 1  # the current call's runs so far, this one included
         self.room_needs: dict = {}  # region key -> its need when it asked for room, this call
+        self.fallbacks = 0  # regions compiled with PyTorch's partition instead (fallback="pytorch")
 
     # ---------------------------------------------------------------- planning
     def begin(self, key: object, codes: list | None = None) -> Compile:

@@ -8,8 +8,10 @@ Tiny models (Linear 16->16), so the whole file runs in seconds. Option errors ar
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -339,6 +341,50 @@ def test_planning_under_no_grad_says_grad_mode(x):
     with torch.no_grad(), pytest.raises(graphremat.UnsupportedGraph) as info:
         graphremat.plan(Tiny(), x, budget=0.5)
     check(info.value, graphremat.GraphRematError, "grad mode is enabled")
+
+
+class SparseEmbedding(nn.Module):
+    """nn.Embedding(sparse=True): its weight's gradient is a sparse COO tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(100, 16, sparse=True), nn.Linear(16, 4)
+
+    def forward(self, idx):
+        return self.lin(torch.relu(self.emb(idx))).square().mean()
+
+
+@pytest.mark.parametrize("entry", ["plan", "compile"])
+def test_a_sparse_gradient_names_the_dense_fix(entry):
+    """It used to surface as NotImplementedError "Cannot access storage of SparseTensorImpl"
+    from inside the partitioner."""
+    idx = torch.randint(0, 100, (32, 8))
+    with pytest.raises(graphremat.UnsupportedGraph) as info:
+        if entry == "plan":
+            graphremat.plan(SparseEmbedding(), idx, budget=1.0)
+        else:
+            graphremat.compile(SparseEmbedding(), budget=1.0, codegen="eager")(idx)
+    check(info.value, graphremat.GraphRematError, "sparse_coo")
+    assert "sparse=False" in str(info.value) and "fallback='pytorch'" in str(info.value)
+    assert "self.emb(idx)" in str(info.value)  # the user's line
+
+
+def test_a_sparse_gradient_falls_back_when_asked():
+    """fallback="pytorch": one warning, which says why, and eager's (sparse) gradients; not
+    the warning for a step that Dynamo did not compile."""
+    torch.manual_seed(0)
+    model, idx = SparseEmbedding(), torch.randint(0, 100, (32, 8))
+    ref = copy.deepcopy(model)
+    ref(idx).backward()
+    cm = graphremat.compile(model, budget=1.0, codegen="eager", fallback="pytorch")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        cm(idx).backward()
+    said = [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)]
+    assert len(said) == 1 and "sparse_coo" in said[0] and "falling back" in said[0], said
+    assert model.emb.weight.grad.is_sparse
+    torch.testing.assert_close(model.emb.weight.grad.to_dense(), ref.emb.weight.grad.to_dense())
+    torch.testing.assert_close(model.lin.weight.grad, ref.lin.weight.grad)
 
 
 @pytest.mark.parametrize("entry", ["plan", "compile"])
