@@ -185,10 +185,12 @@ def _raising_graphremat_errors(
         fell_back = regions is not None and regions.fallbacks
         if plans is not None and not plans and not fell_back and _needs_grad(out):
             warnings.warn(
-                "graphremat: this training step ran without a plan: Dynamo did not compile "
-                "it (it gave up on this model's code earlier, e.g. at its recompile limit "
-                "before graphremat.compile was called), so the budget is NOT enforced. Call "
-                "torch._dynamo.reset() before graphremat.compile.",
+                "graphremat: this training step ran without a plan: Dynamo compiled no graph "
+                "for it, so the budget is NOT enforced. Either it cannot trace the model's "
+                "code (an nn.LSTM/GRU/RNN, say, which it leaves to eager; "
+                "TORCH_LOGS=graph_breaks shows why), or it "
+                "gave up on this code earlier (e.g. at its recompile limit before "
+                "graphremat.compile was called: call torch._dynamo.reset() first).",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -310,3 +310,26 @@ def test_a_step_dynamo_gave_up_on_warns_that_the_budget_is_not_enforced():
     with pytest.warns(RuntimeWarning, match="without a plan"):
         cm(torch.randn(limit + 5, 8)).backward()
     assert not cm.graphremat_plans
+
+
+class LSTMHead(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.out = torch.nn.LSTM(8, 16, batch_first=True), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        h, _ = self.rnn(x)
+        return self.out(h[:, -1]).square().mean()
+
+
+def test_a_step_dynamo_cannot_trace_says_so():
+    """Dynamo leaves an nn.LSTM to eager: nothing is compiled, and the warning names that
+    cause and how to see it (it used to blame only the recompile limit). (With
+    torch._dynamo.config.allow_rnn=True, plain torch.compile fails on CPU too: aot_eager's
+    runtime asserts on the LSTM's undefined workspace, Inductor raises TypeError.)"""
+    cm = graphremat.compile(LSTMHead(), budget=1.0, codegen="eager")
+    with pytest.warns(RuntimeWarning, match="without a plan") as seen:
+        cm(torch.randn(4, 5, 8)).backward()
+    said = str(seen[0].message)
+    assert "cannot trace" in said and "nn.LSTM" in said and "TORCH_LOGS=graph_breaks" in said
+    assert not cm.graphremat_plans
