@@ -153,7 +153,9 @@ def _raising_graphremat_errors(
                 with _lifted_recompile_limits():
                     out = fn(*args, **kwargs)
                 break
-            except torch._dynamo.exc.BackendCompilerFailed as e:
+            except (torch._dynamo.exc.BackendCompilerFailed, StepAgain) as e:
+                # (a region compiled again before a run of the call, graphremat.regions, raises
+                # its StepAgain as itself: that compile does not go through Dynamo)
                 found = find_cause(e, (GraphRematError,))
                 if isinstance(found, StepAgain) and state is not None:
                     _forget_frames(e)

@@ -587,3 +587,33 @@ def test_a_fraction_budget_is_one_budget_for_the_step():
     assert len(alone) == 2
     assert alone[1].unconstrained_peak_bytes < alone[0].unconstrained_peak_bytes
     assert all(p.budget_bytes == p.unconstrained_peak_bytes for p in alone)
+
+
+def test_a_step_again_raised_outside_dynamo_runs_the_call_again():
+    """A region compiled again before its run in the first call (graphremat.regions) plans
+    outside Dynamo, so a StepAgain it raises is not wrapped in BackendCompilerFailed: the call
+    still runs again, with buffers and random state restored. (It escaped to the user from
+    HF GPT-2 with a graph break before each block at 0.8, under the default cost model.)"""
+    from graphremat.api import _raising_graphremat_errors
+    from graphremat.errors import StepAgain
+    from graphremat.regions import Regions
+
+    model = nn.BatchNorm1d(4)
+    x = torch.randn(8, 4)
+    calls = []
+
+    def forward(x):
+        out = model(x)  # updates the running statistics
+        calls.append(torch.rand(()))
+        if len(calls) == 1:
+            raise StepAgain("a later region needed room")
+        return out.sum()
+
+    run = _raising_graphremat_errors(forward, model, [object()], Regions(model))
+    torch.manual_seed(0)
+    with pytest.warns(RuntimeWarning, match="ran the model's forward 2 times"):
+        run(x)
+    assert len(calls) == 2 and torch.equal(calls[0], calls[1])  # random state restored
+    expected = nn.BatchNorm1d(4)
+    expected(x)
+    torch.testing.assert_close(model.running_mean, expected.running_mean)  # updated once
