@@ -259,6 +259,7 @@ def test_the_ledger_counts_runs_of_earlier_and_same_regions():
             predicted_peak_bytes=peak,
             budget_bytes=budget,
             others_held_bytes=c.others_bytes + c.held_copies * saved,
+            unconstrained_peak_bytes=peak,
         )
         regions.record(p)
         return p
@@ -453,7 +454,7 @@ def test_the_ledger_shares_out_the_room_a_later_region_needs():
     def compile_(key, codes, saved, activation=10):
         c = regions.begin(key, codes)
         regions.outside(own_bytes=100, activation_bytes=activation)
-        regions.record(SimpleNamespace(saved_bytes=saved))
+        regions.record(SimpleNamespace(saved_bytes=saved, unconstrained_peak_bytes=0))
 
         def again(inputs):
             compiled.append(key)
@@ -617,3 +618,32 @@ def test_a_step_again_raised_outside_dynamo_runs_the_call_again():
     expected = nn.BatchNorm1d(4)
     expected(x)
     torch.testing.assert_close(model.running_mean, expected.running_mean)  # updated once
+
+
+def test_making_room_never_lowers_the_fraction_base_of_the_step():
+    """peak_floor is the largest peak without rematerialization that any plan of the step's
+    compiles has had: planned again to keep less, a region's figure falls (it counts what
+    the others hold now), and the fraction budget must not fall with it."""
+    from types import SimpleNamespace
+
+    from graphremat.regions import Regions
+
+    regions = Regions(Repeated())
+    regions.begin_step()
+
+    def planned(key, peak):
+        regions.begin(key)
+        regions.record(SimpleNamespace(saved_bytes=1, unconstrained_peak_bytes=peak))
+        return regions.current
+
+    planned("a", 1000)
+    b = planned("b", 800)
+    assert regions.peak_floor() == 1000
+    first = regions.compiles[0]
+    regions.current = first  # planned again with room made: its own figure is lower now
+    regions.record(SimpleNamespace(saved_bytes=1, unconstrained_peak_bytes=600))
+    regions.current = b
+    assert regions.peak_floor() == 1000  # (800 and 600 among the plans kept now)
+    regions.begin_step()  # a later step (a new input shape) starts from its own plans
+    planned("c", 500)
+    assert regions.peak_floor() == 500
