@@ -6,7 +6,8 @@ element) still comes from the random op, which is never recomputed; the output -
 element and often what the backward needs -- becomes an ordinary pointwise value that can be
 recomputed from ``x`` and the saved mask, bit for bit what ``native_dropout`` computes. Which
 ``scale`` that is depends on the kernel: in half precision the CPU kernel multiplies by
-``1 / (1 - p)`` rounded to the input's dtype, CUDA's in float. So the scale is found by running
+``1 / (1 - p)`` rounded to the input's dtype (another device's kernel may not; CUDA's is not
+checked here, no GPU). So the scale is found by running
 the device's kernel once per (device, dtype, p) on a made-up tensor (``dropout_scale``; the
 random number generators are left as they were); a dropout whose output neither candidate
 reproduces bit for bit is not split (its output is then saved, never recomputed).

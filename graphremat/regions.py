@@ -181,10 +181,10 @@ def fsdp2_buffer_bytes(model: torch.nn.Module) -> int:
     the outermost module's parameters stay all-gathered from its forward to the end of the
     backward, with its all-gather and reduce-scatter buffers and unsharded gradients. Counted
     as four times the largest module's unsharded parameter bytes plus five times the
-    outermost's own (the worst case of 12 runs of the 2-rank test on CPU with gloo), plus
-    one more largest module: 1 of about 25 later runs held a fourth block's all-gathered
-    parameters at the peak (measured 526,336 bytes over the prediction: exactly one block's
-    unsharded parameters); 0 without FSDP2."""
+    outermost's own; 0 without FSDP2. Three of the largest and the outermost's five were the
+    worst case of 12 runs of the 2-rank test on CPU with gloo; the fourth came after a later
+    run (1 of about 25) measured 526,336 bytes over the prediction: exactly one more block's
+    unsharded parameters."""
     from torch.distributed.fsdp import FSDPModule
 
     largest, root = 0, None
