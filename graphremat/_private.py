@@ -242,3 +242,19 @@ def profiler_enabled() -> bool:
 def graph_break_reason(gm) -> object:
     """Dynamo's ``GraphCompileReason`` when ``gm`` ends at a graph break, else None."""
     return getattr(gm, "compile_subgraph_reason", None)
+
+
+@contextlib.contextmanager
+def outside_python_dispatch():
+    """Dispatch without the Python dispatcher and the Python keys that a compile has turned on
+    (AOTAutograd's partitioner runs with them). A c10d collective called under them goes
+    through a C++ fallback that takes the GIL back and holds it while the op enqueues its
+    work; ProcessGroupGloo's worker thread frees the previous work under its queue's lock and
+    needs the GIL to drop its tensors' Python objects: a deadlock (rank 0 waits in the
+    broadcast, rank 1 in ``enqueue``; gdb stacks and a 2-rank reproduction in
+    tests/test_distributed.py). For real tensors only: Python modes are skipped too."""
+    keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Python) | torch._C.DispatchKeySet(
+        torch._C.DispatchKey.PythonTLSSnapshot
+    )
+    with torch._C._DisablePythonDispatcher(), torch._C._ExcludeDispatchKeyGuard(keys):
+        yield

@@ -491,9 +491,10 @@ def _distributed_rank() -> int | None:
 
 def _broadcast_from_rank0(obj: object) -> object:
     """Rank 0's ``obj`` on every rank of the default process group (real tensors: the
-    partitioner runs under the compile's fake-tensor mode)."""
+    partitioner runs under the compile's fake-tensor mode; outside the Python dispatcher it
+    also runs under, which deadlocked gloo's broadcast, see P.outside_python_dispatch)."""
     box = [obj]
-    with P.unset_fake_temporarily():
+    with P.unset_fake_temporarily(), P.outside_python_dispatch():
         dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -242,6 +242,25 @@ def plans(rank: int) -> dict:
     }
 
 
+#: plan broadcasts in the ``broadcasts`` scenario: gloo deadlocked within 0-2,500 of them (4
+#: runs) before graphremat left the Python dispatcher around its broadcast
+BROADCASTS = 10_000
+
+
+def broadcasts(rank: int) -> dict:
+    """graphremat's plan broadcast, many times, under the Python dispatcher that a compile turns
+    on (AOTAutograd runs the partitioner under it; the FSDP2 scenario hung there)."""
+    from torch._dispatch.python import enable_python_dispatcher
+
+    from graphremat.planner import _broadcast_from_rank0
+
+    got = []
+    with enable_python_dispatcher():
+        for i in range(BROADCASTS):
+            got.append(_broadcast_from_rank0({"i": i, "rank": rank} if rank == 0 else None))
+    return {"received": [g["i"] for g in got], "from": sorted({g["rank"] for g in got})}
+
+
 def transport(rank: int, out_dir: Path, times: int) -> dict:
     """The test harness's own check: fail as a gloo transport error would, on the first
     ``times`` attempts (counted by marker files beside the attempt's directory)."""
@@ -260,6 +279,7 @@ SCENARIOS = {
     "ddp_room": lambda rank: ddp(rank, room=True),
     "fsdp2": fsdp2,
     "plans": plans,
+    "broadcasts": broadcasts,
 }
 DIR_SCENARIOS = {  # these also take the output directory
     "transport_once": lambda rank, out_dir: transport(rank, out_dir, times=1),

@@ -161,3 +161,36 @@ def test_profiler_enabled_tracks_a_profiler_session():
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         assert P.profiler_enabled()
     assert not P.profiler_enabled()
+
+
+def test_outside_python_dispatch_leaves_the_python_keys_a_partitioner_runs_under():
+    """graphremat's plan broadcast (planner._broadcast_from_rank0) runs in the partitioner,
+    where AOTAutograd has the Python dispatcher on; a gloo collective there deadlocked (see
+    P.outside_python_dispatch). Inside the guard none of the Python keys is on (included and
+    not excluded); after it they are back."""
+    K = torch._C.DispatchKey
+    python_keys = (K.Python, K.PythonTLSSnapshot, K.PythonDispatcher)
+    seen = {}
+
+    def partition(joint, inputs, **kwargs):
+        seen["before"] = torch._C._dispatch_tls_local_include_set()
+        with P.outside_python_dispatch():
+            seen["inside"] = (
+                torch._C._dispatch_tls_local_include_set(),
+                torch._C._dispatch_tls_local_exclude_set(),
+            )
+            seen["sum"] = (torch.ones(3) + 1).sum().item()  # real tensors still compute
+        seen["after"] = torch._C._dispatch_tls_local_include_set()
+        return P.default_partition(joint, inputs, **kwargs)
+
+    backend = P.aot_autograd(
+        fw_compiler=P.boxed_nop, bw_compiler=P.boxed_nop, partition_fn=partition
+    )
+    torch._dynamo.reset()
+    x = torch.randn(4, requires_grad=True)
+    torch.compile(lambda t: (t.sin() * 2).sum(), backend=backend)(x).backward()
+    assert seen["before"].has(K.PythonDispatcher)  # why the guard exists
+    included, excluded = seen["inside"]
+    assert not any(included.has(k) and not excluded.has(k) for k in python_keys)
+    assert seen["after"] == seen["before"]
+    assert seen["sum"] == 6.0
