@@ -250,8 +250,8 @@ def outside_python_dispatch():
     (AOTAutograd's partitioner runs with them). A c10d collective called under them goes
     through a C++ fallback that takes the GIL back and holds it while the op enqueues its
     work; ProcessGroupGloo's worker thread frees the previous work under its queue's lock and
-    needs the GIL to drop its tensors' Python objects: a deadlock (rank 0 waits in the
-    broadcast, rank 1 in ``enqueue``; gdb stacks and a 2-rank reproduction in
+    needs the GIL to drop its tensors' Python objects: a deadlock (one rank waits in the
+    broadcast, the other in ``enqueue``; gdb stacks and a 2-rank reproduction in
     tests/test_distributed.py). For real tensors only: Python modes are skipped too."""
     keys = torch._C.DispatchKeySet(torch._C.DispatchKey.Python) | torch._C.DispatchKeySet(
         torch._C.DispatchKey.PythonTLSSnapshot
