@@ -40,6 +40,7 @@ def compile(
     cache: bool | str = True,
     max_recomputes: int = 1,
     cost_model: str = "roofline-v2",
+    stock_cap: bool = True,
     fullgraph: bool = False,
     dynamic: bool | None = False,
 ):
@@ -67,6 +68,10 @@ def compile(
     planning (on made-up inputs of its shapes; the times are cached with the plans, so a model
     compiled again on this machine gets the same plan); plans then differ between machines and
     thread counts, and between first compiles.
+    ``stock_cap``: True (default) never plans a peak above what stock torch.compile's own plan
+    (PyTorch's min-cut partition of the same graph) peaks at in graphremat's model, so a loose
+    budget (1.0 included) keeps no more memory than not using graphremat, for at most that
+    plan's recompute cost; False lets a budget above it keep more and recompute less.
 
     A model with graph breaks compiles to several regions that share the budget
     (graphremat.regions); where a later region needs the earlier ones to keep less, the first
@@ -86,6 +91,7 @@ def compile(
         cache=cache,
         max_recomputes=max_recomputes,
         cost_model=cost_model,
+        stock_cap=stock_cap,
     )
     if not callable(model):
         raise GraphRematError(

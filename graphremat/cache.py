@@ -87,6 +87,7 @@ def plan_key(problem_fingerprint: str, budget_bytes: int, options) -> str | None
         options.cost_model,
         str(options.calibrate),
         options.max_recomputes,
+        options.stock_cap,
     ]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()
 

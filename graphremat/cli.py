@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "measured (eager only: each op timed on this machine while planning)",
     )
     p.add_argument(
+        "--no-stock-cap",
+        dest="stock_cap",
+        action="store_false",
+        help="let a loose budget keep more than stock torch.compile's plan (default: never "
+        "plan a peak above it)",
+    )
+    p.add_argument(
         "--json", metavar="PATH", help="write the plan as JSON (Plan.from_json loads it)"
     )
     p.add_argument("--html", metavar="PATH", help="write the plan as HTML")
@@ -365,6 +372,7 @@ def run_plan(args: argparse.Namespace) -> int:
             codegen=args.codegen,
             max_recomputes=args.max_recomputes,
             cost_model=args.cost_model,
+            stock_cap=args.stock_cap,
         )
     print(plan.summary())
     if args.explain:

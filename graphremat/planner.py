@@ -48,6 +48,7 @@ from .solvers.cpsat import MinPeak, min_peak, solve_cpsat
 from .solvers.greedy import greedy_fit
 from .solvers.multi import CopyPlan, evaluate_copies, min_peak_multi, solve_multi
 from .solvers.problem import (
+    Evaluation,
     evaluate,
     fixed_between,
     held_bytes,
@@ -55,6 +56,7 @@ from .solvers.problem import (
     with_room_between,
 )
 from .solvers.result import SolveResult, SolveStatus
+from .stock import saved_owners, stock_saved_values
 
 log = logging.getLogger("graphremat")
 
@@ -92,6 +94,10 @@ class Options:
     # 1: each value recomputed at most once, just in time (scales to 8k-node graphs); k > 1:
     # up to k recomputations per value, placed freely (solvers/multi.py; lower peaks, slower)
     max_recomputes: int = 1
+    # never plan a peak above what PyTorch's own partition of the graph peaks at in graphremat's
+    # model (stock torch.compile's plan, graphremat.stock): a budget above it gets that plan's
+    # memory or less, at no more recompute cost. False: a loose budget keeps more, recomputes less
+    stock_cap: bool = True
 
     def __post_init__(self) -> None:
         mr = self.max_recomputes
@@ -129,6 +135,8 @@ class Options:
             raise ConfigError(f"seed={seed!r} must be an int in [-2**31, 2**31) (CP-SAT's seed)")
         if not isinstance(self.log_progress, bool):
             raise ConfigError(f"log_progress={self.log_progress!r}; pass True or False")
+        if not isinstance(self.stock_cap, bool):
+            raise ConfigError(f"stock_cap={self.stock_cap!r}; pass True or False")
         try:
             get_solver(self.solver)
         except KeyError as e:
@@ -166,6 +174,7 @@ class Options:
                 self.calibrate,
                 self.cost_model,
                 self.max_recomputes,
+                self.stock_cap,
                 torch.get_num_threads(),  # roofline-v2's CPU costs depend on it
             )
         )
@@ -655,6 +664,14 @@ def make_plan(
     if annotate is None:
         annotate = _same
     t0 = time.perf_counter()
+    # stock torch.compile's plan, taken before graphremat's passes change the graph
+    stock_names = (
+        stock_saved_values(
+            joint, num_fwd_outputs, _static_indices(joint, static_lifetime_input_nodes)
+        )
+        if options.stock_cap and adopt is None
+        else None
+    )
     if options.codegen == "eager":
         # under Inductor the dropout kernel's unused output buffer outlives the op (measured:
         # +19 % peak), so there the mask-multiply rewrite would break the promise
@@ -716,6 +733,9 @@ def make_plan(
         problem = with_room_between(problem, room)
         solve_cap = replace(cap, problem=problem)
         ev_all = evaluate(problem, keep_all)
+    # graphremat plans no higher than stock's plan peaks in this model (Options.stock_cap)
+    ev_stock = _stock_plan(problem, cap, stock_names) if stock_names is not None else None
+    aim = target if ev_stock is None else min(target, ev_stock.peak_bytes)
     if adopt is not None:
         replayed = _replay(adopt, problem, emit, budget_bytes, credit)
         if isinstance(replayed, str):
@@ -773,7 +793,7 @@ def make_plan(
             min_known = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
         return min_known
 
-    if ev_all.peak_bytes <= target:
+    if ev_all.peak_bytes <= aim:
         result = SolveResult(
             "save_all",
             SolveStatus.OPTIMAL,
@@ -786,13 +806,28 @@ def make_plan(
         # the smallest-peak plan (needed for min_feasible_bytes anyway) is the warm start
         # where the greedy descent from "save everything" gets stuck above the budget
         mp = minimum()
-        start = mp.saved if mp.peak_bytes <= target else None
-        result = _solve(solve_cap, target, options, start=start)
+        stock_fits = ev_stock is not None and ev_stock.peak_bytes <= aim
+        if stock_fits:
+            start = ev_stock.saved
+        else:
+            start = mp.saved if mp.peak_bytes <= aim else None
+        result = _solve(solve_cap, aim, options, start=start)
         # (a budget between the proven bound and the smallest peak found is proven infeasible
         # by this very solve: the bound rises to the budget)
         lower = max(mp.lower_bound_bytes - credit, budget_bytes + 1)
         if result.status is SolveStatus.INFEASIBLE:
             raise InfeasibleBudget(budget_bytes, mp.peak_bytes - credit, lower_bound_bytes=lower)
+        if not result.status.has_plan and stock_fits:
+            # no plan within the time limit: stock's plan fits
+            result = SolveResult(
+                "stock",
+                SolveStatus.FEASIBLE,
+                ev_stock.saved,
+                ev_stock.cost,
+                0.0,
+                ev_stock.peak_bytes,
+                wall_s=result.wall_s,
+            )
         if not result.status.has_plan:
             # no plan within the time limit: the smallest-peak plan may still fit
             if mp.peak_bytes > target and mp.optimal:
@@ -866,11 +901,32 @@ def make_plan(
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
         held_cap_bytes=held_cap if room else 0,
         later_room_bytes=room,
+        stock_peak_bytes=max(ev_stock.peak_bytes - credit, 0) if ev_stock is not None else 0,
     )
     plan = annotate(plan)
     if key is not None:
         plan_cache.store(cache_at, key, plan)
     return fw, bw, plan
+
+
+def _static_indices(joint: fx.GraphModule, static_nodes) -> list[int]:
+    primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
+    return [i for i, p in enumerate(primals) if p in (static_nodes or ())]
+
+
+def _stock_plan(problem, cap: Capture, names: frozenset[str]) -> Evaluation | None:
+    """Stock torch.compile's plan (the values PyTorch's partition saves, graphremat.stock) on
+    this problem, or None where graphremat's class cannot express it (it saves a value
+    graphremat may not save, or leaves one unsaved that cannot be recomputed)."""
+    g = problem.graph
+    saved = saved_owners(names, cap.owner, problem.candidates())
+    if any(not (g.nodes[v]["savable"] and g.nodes[v]["required"]) for v in saved):
+        return None
+    ev = evaluate(problem, saved)
+    if not ev.valid:
+        log.debug("graphremat: stock's plan is outside graphremat's class: %s", ev.reason)
+        return None
+    return ev
 
 
 def _graph_fields(cap: Capture) -> dict:

@@ -118,6 +118,9 @@ class Plan:
     # entry, between the forward and the backward, counts for them; 0 if none
     held_cap_bytes: int = 0
     later_room_bytes: int = 0
+    # the peak of stock torch.compile's plan (PyTorch's own partition of this graph) in
+    # graphremat's model, which bounds the plan under Options.stock_cap; 0 if not known
+    stock_peak_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.predicted_peak_bytes > self.budget_bytes:
@@ -155,6 +158,11 @@ class Plan:
             f"  predicted peak       {format_bytes(self.predicted_peak_bytes)} "
             f"({frac:.1%} of unconstrained)",
             f"  unconstrained peak   {format_bytes(self.unconstrained_peak_bytes)}",
+            *(
+                [f"  stock torch.compile  {format_bytes(self.stock_peak_bytes)} (PyTorch's plan)"]
+                if self.stock_peak_bytes
+                else []
+            ),
             f"  min feasible budget  {format_bytes(self.min_feasible_bytes)}"
             + (" (proven)" if self.min_feasible_proven else " (best found, not proven)"),
             f"  resident (params, inputs) {format_bytes(self.fixed_bytes)}",
@@ -478,4 +486,5 @@ _FIELD_TYPES = {
     "others_held_bytes": _int,
     "held_cap_bytes": _int,
     "later_room_bytes": _int,
+    "stock_peak_bytes": _int,
 }
