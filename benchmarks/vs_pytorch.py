@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import statistics
 import sys
-import time
 
 import torch
 
@@ -47,6 +45,7 @@ from graphremat.pytorch_baseline import (  # noqa: E402
     knob_config,
     run_pytorch_knob,
 )
+from graphremat.zoo_bench import interleaved_times, ratio_ci  # noqa: E402
 
 FACTORIES = {**MODEL_FACTORIES, **{k: REAL_MODEL_FACTORIES[k] for k in ("hf_gpt2", "hf_llama")}}
 
@@ -65,33 +64,6 @@ def _step_fn(model, runner, inputs):
         runner(*inputs).backward()
 
     return step
-
-
-def interleaved_times(steps, repeats: int = 5) -> list[list[float]]:
-    """One run of each step per round, ``repeats`` rounds: each step's times in ms, by round."""
-    times = [[] for _ in steps]
-    for _ in range(repeats):
-        for i, s in enumerate(steps):
-            t0 = time.perf_counter()
-            s()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def ratio_ci(theirs: list[float], mine: list[float], alpha: float = 0.05):
-    """The median of the per-round ratios ``mine / theirs`` (the two runs of one round are
-    adjacent, so they share the machine's state) and a distribution-free 1 - alpha confidence
-    interval for it: the order statistics the sign test gives (about the middle 40 % of 61
-    sorted ratios for 95 %). None for the interval when there are too few rounds (< 6)."""
-    ratios = sorted(m / t for t, m in zip(theirs, mine, strict=True))
-    n = len(ratios)
-    # the largest k with P(Binomial(n, 1/2) < k) <= alpha / 2: [r_k, r_(n-k+1)], 1-based
-    k, below = 0, 0.0
-    while below + math.comb(n, k) / 2**n <= alpha / 2:
-        below += math.comb(n, k) / 2**n
-        k += 1
-    ci = (ratios[k - 1], ratios[n - k]) if k >= 1 else None
-    return statistics.median(ratios), ci
 
 
 def _pct(ratio: float) -> str:

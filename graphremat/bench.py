@@ -498,7 +498,7 @@ def build_parser(prog: str = "python -m graphremat.bench") -> argparse.ArgumentP
         description="graphremat's benchmarks: a markdown table on stdout; with --out DIR, "
         "DIR/NAME.md, .json and .png. Every plan is re-checked by an independent replay.",
     )
-    sub = parser.add_subparsers(dest="benchmark", metavar="{scale,literature}", required=True)
+    sub = parser.add_subparsers(dest="benchmark", metavar="{scale,literature,zoo}", required=True)
     s = sub.add_parser(
         "scale",
         help="CP-SAT on a GPT's op-level joint graph: first plan, objective, bound, gap",
@@ -552,6 +552,16 @@ def build_parser(prog: str = "python -m graphremat.bench") -> argparse.ArgumentP
         "proofs that hold only for this class are labelled (C=...))",
     )
     _add_outputs(lit, "literature")
+
+    zoo = sub.add_parser(
+        "zoo",
+        help="real architectures against stock torch.compile, PyTorch's knob, checkpointing",
+        description="Each zoo model (graphremat.zoo) in a fresh process: every baseline and "
+        "graphremat at each baseline's measured peak, peaks measured, steps timed interleaved.",
+    )
+    from .zoo_bench import add_arguments
+
+    add_arguments(zoo)
     return parser
 
 
@@ -573,6 +583,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphremat.bench"
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return EXIT_OK if e.code is None else e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.benchmark == "zoo":
+        from .zoo_bench import run
+
+        return run(args)
     scale = args.benchmark == "scale"
     if scale and args.hidden % args.heads:
         return _usage(

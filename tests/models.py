@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from graphremat.bench import GPT as BenchGPT
+from graphremat.zoo import MLP, ResNet, UNet
+
+__all__ = ["GPT", "MLP", "MODEL_FACTORIES", "ResNet", "UNet"]
 
 SEED = 0
 
@@ -24,21 +27,6 @@ Factory = Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]
 
 
 # --- mlp -------------------------------------------------------------------------------------
-
-
-class MLP(nn.Module):
-    def __init__(
-        self, d_in: int = 64, width: int = 256, depth: int = 16, num_classes: int = 16
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Linear(d_in, width)]
-        for i in range(depth - 2):
-            layers += [nn.ReLU() if i % 2 == 0 else nn.GELU(), nn.Linear(width, width)]
-        layers += [nn.ReLU(), nn.Linear(width, num_classes)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.net(x), targets)
 
 
 def make_mlp() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -88,52 +76,6 @@ def make_gpt() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 # --- resnet ----------------------------------------------------------------------------------
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or c_in != c_out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class ResNet(nn.Module):
-    """Two stages of basic blocks, ``blocks[0]`` at full resolution and ``blocks[1]`` at half
-    resolution and twice the width (the first of them strided, with a 1x1 downsample)."""
-
-    def __init__(
-        self, width: int = 16, num_classes: int = 10, blocks: tuple[int, int] = (6, 2)
-    ) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        )
-        layers = [BasicBlock(width, width) for _ in range(blocks[0])]
-        layers.append(BasicBlock(width, 2 * width, stride=2))
-        layers += [BasicBlock(2 * width, 2 * width) for _ in range(blocks[1] - 1)]
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        h = self.layers(self.stem(x))
-        logits = self.head(h.mean(dim=(2, 3)))
-        return F.cross_entropy(logits, labels)
-
-
 def make_resnet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """Conv stem + 8 basic blocks as ResNet-18 has (BatchNorm, in-place ReLU; 6 at 32x32, then a
     strided one with a 1x1 downsample and one more at 16x16), GAP, head.
@@ -152,49 +94,6 @@ def make_resnet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 
 
 # --- unet ------------------------------------------------------------------------------------
-
-
-def _conv_relu(c_in: int, c_out: int) -> nn.Sequential:
-    """Two (3x3 conv, BatchNorm, ReLU), the "DoubleConv" of common PyTorch U-Nets."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
-
-
-class UNet(nn.Module):
-    """3-level U-Net: two (conv, BN, ReLU) per level, max-pool down, ConvTranspose2d up, long
-    skips joined with torch.cat."""
-
-    def __init__(self, c_in: int = 3, width: int = 8) -> None:
-        super().__init__()
-        w = width
-        self.down1 = _conv_relu(c_in, w)  # H
-        self.down2 = _conv_relu(w, 2 * w)  # H/2
-        self.down3 = _conv_relu(2 * w, 4 * w)  # H/4
-        self.pool = nn.MaxPool2d(2)
-        self.bottleneck = _conv_relu(4 * w, 8 * w)  # H/8
-        self.up3 = nn.ConvTranspose2d(8 * w, 4 * w, 2, stride=2)  # -> H/4
-        self.dec3 = _conv_relu(8 * w, 4 * w)  # cat(up3, skip3)
-        self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)  # -> H/2
-        self.dec2 = _conv_relu(4 * w, 2 * w)  # cat(up2, skip2)
-        self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)  # -> H
-        self.dec1 = _conv_relu(2 * w, w)  # cat(up1, skip1)
-        self.out = nn.Conv2d(w, c_in, 1)
-
-    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        s1 = self.down1(x)
-        s2 = self.down2(self.pool(s1))
-        s3 = self.down3(self.pool(s2))
-        b = self.bottleneck(self.pool(s3))
-        d3 = self.dec3(torch.cat([self.up3(b), s3], dim=1))
-        d2 = self.dec2(torch.cat([self.up2(d3), s2], dim=1))
-        d1 = self.dec1(torch.cat([self.up1(d2), s1], dim=1))
-        return (self.out(d1) - target).pow(2).mean()
 
 
 def make_unet() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:

@@ -1,0 +1,449 @@
+"""graphremat against every baseline a user would pick instead, on the model zoo, measured.
+
+Input: zoo model names (graphremat.zoo), a size, a codegen. Output: per model, one JSON record
+and a markdown row; with ``--out DIR`` also ``DIR/zoo.json``, ``DIR/zoo.md`` and one Pareto plot
+per model (``DIR/zoo-<model>.png``: measured peak against median step time, every method on the
+same axes).
+
+Each model runs in a fresh Python process (:func:`run_model`, ``python -m graphremat.zoo_bench
+--worker``). There, every configuration is compiled on its own copy of the model and its peak
+measured (torch.profiler's live bytes on CPU, ``max_memory_allocated`` on CUDA):
+
+* ``eager``; ``stock`` (plain torch.compile: Inductor, or ``aot_eager`` under codegen "eager");
+* ``knob-K``: PyTorch's ``activation_memory_budget`` at K (0.8, 0.5, 0.3, 0.1 by default);
+* ``block``: per-block ``torch.utils.checkpoint`` (transformers' activation checkpointing,
+  non-reentrant), compiled as stock; ``sac``: the same blocks under a selective-checkpoint
+  policy that saves matmul and attention outputs and recomputes the rest; models without
+  transformers' checkpointing have neither;
+* ``gr-1.0``: graphremat at budget 1.0; ``gr@B``: graphremat given baseline B's measured peak as
+  its budget; ``gr-min``: graphremat at its smallest feasible budget.
+
+Then the steps are timed interleaved (each configuration once per round), and each ``gr@B`` is
+compared with B by the median of the per-round step-time ratios and its 95 % sign-test interval
+(:func:`ratio_ci`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import functools
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+
+import torch
+
+DEFAULT_KNOBS = (0.8, 0.5, 0.3, 0.1)
+#: ops whose outputs the selective-checkpoint baseline saves (matmuls and attention)
+SAC_SAVE = (
+    "mm",
+    "addmm",
+    "bmm",
+    "baddbmm",
+    "convolution",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_flash_attention",
+)
+
+
+# --- statistics -------------------------------------------------------------------------------
+
+
+def interleaved_times(steps: list[Callable[[], None]], repeats: int) -> list[list[float]]:
+    """One run of each step per round, ``repeats`` rounds: each step's times in ms, by round."""
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def ratio_ci(theirs: list[float], mine: list[float], alpha: float = 0.05):
+    """The median of the per-round ratios ``mine / theirs`` and a distribution-free 1 - alpha
+    confidence interval for it from the sign test's order statistics; the interval is None with
+    fewer than 6 rounds."""
+    ratios = sorted(m / t for t, m in zip(theirs, mine, strict=True))
+    n = len(ratios)
+    # the largest k with P(Binomial(n, 1/2) < k) <= alpha / 2: [r_k, r_(n-k+1)], 1-based
+    k, below = 0, 0.0
+    while below + math.comb(n, k) / 2**n <= alpha / 2:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    ci = (ratios[k - 1], ratios[n - k]) if k >= 1 else None
+    return statistics.median(ratios), ci
+
+
+# --- one model, in its own process ------------------------------------------------------------
+
+
+def _hf_model(model: torch.nn.Module):
+    """The transformers model inside ``model`` that supports gradient checkpointing, or None."""
+    for m in model.modules():
+        if getattr(m, "supports_gradient_checkpointing", False):
+            return m
+    return None
+
+
+def _sac_policy(ctx, op, *args, **kwargs):
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    name = getattr(op, "__name__", "").split(".")[0]
+    if name in SAC_SAVE:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _checkpointed(model: torch.nn.Module, selective: bool) -> torch.nn.Module | None:
+    """A copy of ``model`` with every transformers block checkpointed (``selective``: under the
+    matmul-saving policy), or None where the model has no such blocks."""
+    mine = copy.deepcopy(model)
+    hf = _hf_model(mine)
+    if hf is None:
+        return None
+    kwargs: dict = {"use_reentrant": False}
+    if selective:
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, _sac_policy)
+    if hasattr(hf, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        hf.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return mine
+
+
+class _Config:
+    """One configuration: a compiled copy of the model, its step, peak and plan."""
+
+    def __init__(self, name: str, model: torch.nn.Module, runner, inputs: tuple) -> None:
+        self.name, self.model, self.runner, self.inputs = name, model, runner, inputs
+        self.record: dict = {"name": name}
+
+    def step(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        self.runner(*self.inputs).backward()
+
+    def first(self, ctx=None) -> None:
+        """The first step (compiles), then the measured peak of a second."""
+        from .measure import measure_step_peak
+
+        t0 = time.perf_counter()
+        with ctx if ctx is not None else contextlib.nullcontext():
+            self.step()
+            self.record["compile_s"] = round(time.perf_counter() - t0, 3)
+            self.record["peak_bytes"] = measure_step_peak(self.runner, *self.inputs)
+
+
+def _stock_backend(codegen: str):
+    from .pytorch_baseline import aot_eager_backend
+
+    return "inductor" if codegen == "inductor" else aot_eager_backend()
+
+
+def run_model(
+    name: str,
+    *,
+    size: str = "full",
+    codegen: str = "eager",
+    knobs: tuple[float, ...] = DEFAULT_KNOBS,
+    repeats: int = 11,
+    time_limit_s: float = 30.0,
+    threads: int = 1,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Every configuration of one zoo model, measured (see the module docstring)."""
+    import graphremat
+
+    from . import zoo
+    from .pytorch_baseline import knob_config
+
+    torch.set_num_threads(threads)
+    # every configuration compiles the same code objects again, on its own copy
+    torch._dynamo.config.recompile_limit = 10**6
+    torch._dynamo.config.accumulated_recompile_limit = 10**6
+    model, inputs = zoo.build(name, size)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    configs: list[_Config] = []
+    doc: dict = {
+        "model": name,
+        "size": size,
+        "codegen": codegen,
+        "threads": threads,
+        "param_bytes": params,
+        "torch": torch.__version__,
+        "configs": [],
+        "pairs": [],
+    }
+
+    def add(cfg: _Config | None, ctx=None) -> _Config | None:
+        if cfg is None:
+            return None
+        log(f"{name}: {cfg.name}")
+        try:
+            cfg.first(ctx)
+        except Exception as e:  # a configuration that fails is a row that says why
+            cfg.record["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            log(f"{name}: {cfg.name} failed: {cfg.record['error']}")
+            doc["configs"].append(cfg.record)
+            return None
+        configs.append(cfg)
+        doc["configs"].append(cfg.record)
+        return cfg
+
+    def compiled(cname: str, m: torch.nn.Module | None) -> _Config | None:
+        if m is None:
+            return None
+        runner = torch.compile(m, backend=_stock_backend(codegen), dynamic=False)
+        return _Config(cname, m, runner, inputs)
+
+    def gr(cname: str, budget) -> _Config | None:
+        m = copy.deepcopy(model)
+        runner = graphremat.compile(m, budget=budget, codegen=codegen, time_limit_s=time_limit_s)
+        cfg = _Config(cname, m, runner, inputs)
+        if add(cfg) is None:
+            return None
+        plan = runner.graphremat_plans[-1]
+        cfg.record.update(
+            budget_bytes=plan.budget_bytes,
+            predicted_bytes=plan.predicted_peak_bytes,
+            min_feasible_bytes=plan.min_feasible_bytes,
+            stock_model_bytes=plan.stock_peak_bytes,
+            unconstrained_bytes=plan.unconstrained_peak_bytes,
+            status=plan.status,
+            solve_s=round(plan.solve_time_s, 3),
+            recomputed=len(plan.recomputed),
+            regions=len(runner.graphremat_plans),
+        )
+        return cfg
+
+    eager_m = copy.deepcopy(model)
+    add(_Config("eager", eager_m, eager_m, inputs))
+    add(compiled("stock", copy.deepcopy(model)))
+    for k in knobs:
+        add(compiled(f"knob-{k:g}", copy.deepcopy(model)), knob_config(k))
+    add(compiled("block", _checkpointed(model, selective=False)))
+    add(compiled("sac", _checkpointed(model, selective=True)))
+    baselines = [c for c in configs if c.name != "eager"]
+    gr("gr-1.0", 1.0)
+    for base in baselines:
+        g = gr(f"gr@{base.name}", base.record["peak_bytes"])
+        if g is not None:
+            doc["pairs"].append({"baseline": base.name, "graphremat": g.name})
+    first = next((c for c in configs if c.name == "gr-1.0"), None)
+    if first is not None:
+        gr("gr-min", first.record["min_feasible_bytes"])
+        doc["pairs"].insert(0, {"baseline": "stock", "graphremat": "gr-1.0"})
+
+    log(f"{name}: timing {len(configs)} configurations, {repeats} rounds")
+    times = interleaved_times([c.step for c in configs], repeats)
+    by_name = {}
+    for cfg, ts in zip(configs, times, strict=True):
+        cfg.record["step_ms"] = [round(t, 3) for t in ts]
+        cfg.record["median_ms"] = round(statistics.median(ts), 3)
+        by_name[cfg.name] = ts
+    for pair in doc["pairs"]:
+        if pair["baseline"] in by_name and pair["graphremat"] in by_name:
+            ratio, ci = ratio_ci(by_name[pair["baseline"]], by_name[pair["graphremat"]])
+            pair["ratio"] = ratio
+            pair["ci"] = list(ci) if ci else None
+    return doc
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def _mib(n: int | None) -> str:
+    return "" if n is None else f"{n / 2**20:.1f}"
+
+
+def _pct(r: float) -> str:
+    return f"{(r - 1) * 100:+.1f}"
+
+
+def _ratio(pair: dict) -> str:
+    if "ratio" not in pair:
+        return "n/a"
+    ci = pair.get("ci")
+    span = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+    return f"{_pct(pair['ratio'])} %{span}"
+
+
+def pred_error(doc: dict) -> float | None:
+    """The largest |measured - predicted| / measured over the model's graphremat rows."""
+    errs = [
+        abs(c["peak_bytes"] - c["predicted_bytes"]) / c["peak_bytes"]
+        for c in doc["configs"]
+        if "predicted_bytes" in c and "peak_bytes" in c and c.get("regions", 1) == 1
+    ]
+    return max(errs) if errs else None
+
+
+def markdown(docs: list[dict]) -> str:
+    """Two tables: per model and baseline, the baseline's peak and time beside graphremat's at
+    that peak; and per model the lowest measured peaks."""
+    rows = [
+        "| model | baseline | baseline MiB | baseline ms | graphremat MiB | graphremat ms | "
+        "step time vs baseline (95 % CI) | fits |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    low = [
+        "| model | codegen | prediction error (eager) | lowest baseline | its MiB | "
+        "graphremat min MiB | ratio | over budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for doc in docs:
+        cfgs = {c["name"]: c for c in doc["configs"]}
+        for pair in doc["pairs"]:
+            b, g = cfgs[pair["baseline"]], cfgs[pair["graphremat"]]
+            fits = "yes" if g["peak_bytes"] <= b["peak_bytes"] else "NO"
+            rows.append(
+                f"| {doc['model']} | {b['name']}{' (1.0)' if g['name'] == 'gr-1.0' else ''} | "
+                f"{_mib(b['peak_bytes'])} | {b.get('median_ms', '')} | {_mib(g['peak_bytes'])} | "
+                f"{g.get('median_ms', '')} | {_ratio(pair)} | {fits} |"
+            )
+        for c in doc["configs"]:
+            if "error" in c:
+                rows.append(f"| {doc['model']} | {c['name']} | failed: {c['error'][:120]} |||||")
+        low.append(_lowest_row(doc, cfgs))
+    return "\n".join(rows) + "\n\n" + "\n".join(low) + "\n"
+
+
+def _lowest_row(doc: dict, cfgs: dict[str, dict]) -> str:
+    """The model's prediction error, its lowest baseline peak beside graphremat's smallest, and
+    how many graphremat rows measured above their budget."""
+    measured = [c for c in doc["configs"] if "peak_bytes" in c]
+    bases = [c for c in measured if not c["name"].startswith("gr") and c["name"] != "eager"]
+    lowest = min(bases, key=lambda c: c["peak_bytes"], default=None)
+    least = cfgs.get("gr-min", {}).get("peak_bytes")
+    err = pred_error(doc) if doc["codegen"] == "eager" else None
+    over = sum(1 for c in measured if c["peak_bytes"] > c.get("budget_bytes", c["peak_bytes"]))
+    cells = [
+        doc["model"],
+        doc["codegen"],
+        "" if err is None else f"{err:.2%}",
+        lowest["name"] if lowest else "",
+        _mib(lowest["peak_bytes"]) if lowest else "",
+        _mib(least),
+        f"{least / lowest['peak_bytes']:.2f}" if lowest and least else "",
+        str(over),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def plot_model(doc: dict, path: str) -> None:
+    """Measured peak (MiB) against median step time (ms), one point per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for c in doc["configs"]:
+        if "median_ms" not in c:
+            continue
+        mine = c["name"].startswith("gr")
+        ax.scatter(
+            c["median_ms"],
+            c["peak_bytes"] / 2**20,
+            marker="o" if mine else "s",
+            color="tab:blue" if mine else "tab:gray",
+        )
+        ax.annotate(c["name"], (c["median_ms"], c["peak_bytes"] / 2**20), fontsize=7)
+    ax.set_xlabel("median step time (ms)")
+    ax.set_ylabel("measured peak (MiB)")
+    ax.set_title(f"{doc['model']} ({doc['size']}, {doc['codegen']}, {doc['threads']} thread)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", help="zoo names (default: all)")
+    p.add_argument("--size", choices=("test", "full"), default="full")
+    p.add_argument("--codegen", choices=("eager", "inductor"), default="eager")
+    p.add_argument("--knobs", type=float, nargs="+", default=list(DEFAULT_KNOBS))
+    p.add_argument("--repeats", type=int, default=11, help="timing rounds (default 11)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--time-limit", type=float, default=30.0, help="solver seconds per plan")
+    p.add_argument("--out", type=pathlib.Path, help="write zoo.json, zoo.md and plots here")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Each model in a fresh process; the table on stdout; files under ``--out``."""
+    from . import zoo
+
+    names = args.models or zoo.names()
+    docs = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "doc.json")
+            cmd = [
+                sys.executable, "-m", "graphremat.zoo_bench", "--worker", name, "--to", out,
+                "--size", args.size, "--codegen", args.codegen, "--repeats", str(args.repeats),
+                "--threads", str(args.threads), "--time-limit", str(args.time_limit),
+                "--knobs", *map(str, args.knobs),
+            ]  # fmt: skip
+            print(f"[zoo] {name} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, check=False)
+            if proc.returncode != 0 or not os.path.exists(out):
+                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+                print(f"[zoo] {name} failed:\n{tail}", file=sys.stderr)
+                docs.append({"model": name, "error": tail, "configs": [], "pairs": []})
+                continue
+            with open(out, encoding="utf-8") as f:
+                docs.append(json.load(f))
+    table = markdown([d for d in docs if "error" not in d])
+    print(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "zoo.json").write_text(json.dumps(docs, indent=1) + "\n", "utf-8")
+        (args.out / "zoo.md").write_text(table, "utf-8")
+        for d in docs:
+            if d.get("configs"):
+                plot_model(d, str(args.out / f"zoo-{d['model']}.png"))
+    return 0
+
+
+def _worker(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m graphremat.zoo_bench")
+    p.add_argument("--worker", required=True)
+    p.add_argument("--to", required=True)
+    add_arguments(p)
+    a = p.parse_args(argv)
+    try:
+        doc = run_model(
+            a.worker,
+            size=a.size,
+            codegen=a.codegen,
+            knobs=tuple(a.knobs),
+            repeats=a.repeats,
+            time_limit_s=a.time_limit,
+            threads=a.threads,
+            log=lambda s: print(f"[zoo] {s}", file=sys.stderr, flush=True),
+        )
+    except Exception:
+        traceback.print_exc()
+        return 1
+    with open(a.to, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
