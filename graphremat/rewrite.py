@@ -30,8 +30,12 @@ JOINT_NAME = "graphremat_joint_name"
 def saved_fx_nodes(joint: fx.GraphModule, capture: Capture, saved: Iterable[str]) -> list[fx.Node]:
     """The FX values to save for the plan's saved problem nodes (storages).
 
-    For each saved storage: its required forward members read by anything outside the required
-    forward set (the backward or a recomputation); the storage's own node if none is.
+    For each saved storage: its required forward members that the backward module may read,
+    i.e. those read by a backward node or by a forward node outside the saved storages (one the
+    backward recomputes: required forward nodes are recomputed too when the plan does not save
+    them); the storage's own node if none is. Members the extracted backward does not read are
+    dropped by the extraction; a member left out would be recomputed by it (with its storage's
+    op and everything upstream that is not saved), which the plan's model does not count.
     """
     saved = set(saved)
     required = capture.fwd_required_fx
@@ -40,10 +44,16 @@ def saved_fx_nodes(joint: fx.GraphModule, capture: Capture, saved: Iterable[str]
         o = capture.owner.get(n.name)
         if o in saved and n.name in required and n.op == "call_function":
             by_owner.setdefault(o, []).append(n)
+
+    def read_outside(m: fx.Node) -> bool:
+        return any(
+            u.name not in required or capture.owner.get(u.name) not in saved for u in m.users
+        )
+
     out: list[fx.Node] = []
     for o in sorted(saved, key=capture.problem.fwd_pos.__getitem__):
         members = by_owner.get(o, [])
-        outside = [m for m in members if any(u.name not in required for u in m.users)]
+        outside = [m for m in members if read_outside(m)]
         if not outside:
             outside = [m for m in members if m.name == o]
         out.extend(outside)
