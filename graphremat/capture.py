@@ -117,6 +117,13 @@ def _storage(t: torch.Tensor):
 _BN_FUNCTIONAL = torch.ops.aten._native_batch_norm_legit_functional.default
 
 
+def _fusible(node: fx.Node) -> bool:
+    """A pointwise op or a view: Inductor fuses its recomputation into the consumer's kernel."""
+    return torch.Tag.pointwise in getattr(node.target, "tags", ()) or getattr(
+        node.target, "is_view", False
+    )
+
+
 def _never_recompute_reason(node: fx.Node) -> str:
     target = node.target
     if node.op != "call_function":
@@ -222,6 +229,7 @@ def capture_joint(
     dispatch_ns: Mapping[str, int] | None = None,
     measured: bool = False,
     solver_roofline: Mapping[str, Mapping[str, float]] | None = None,
+    fused_pointwise: bool = False,
 ) -> Capture:
     """Build the solver's problem from an AOTAutograd joint graph.
 
@@ -235,6 +243,9 @@ def capture_joint(
     (:func:`graphremat.calibrate.annotate_times`) costs the solver the sum of those times instead.
     ``solver_roofline``: the constants of the solver's roofline (e.g. :func:`thread_roofline`),
     where they are not ROOFLINE's (which every reported cost uses).
+    ``fused_pointwise`` (Inductor codegen): a forward storage whose ops are all pointwise or
+    views costs the solver nothing, since Inductor fuses its recomputation into the kernel that
+    reads it (reading its inputs instead of it), as PyTorch's own partitioner assumes.
     """
     dispatch_ns = dispatch_ns or {}
     graph = joint.graph
@@ -421,6 +432,8 @@ def capture_joint(
             timed = [m.meta.get(TIME_KEY) for m in ops] if measured else [None]
             if ops and None not in timed:
                 solve_cost = max(_OP_OVERHEAD_NS, sum(timed))
+            elif fused_pointwise and ops and all(_fusible(m) for m in ops):
+                solve_cost = 0
             else:  # each dispatched, at a fixed cost per op
                 solve_cost += dispatch_ns.get(device, 0) * len(ops)
         is_req = n in required

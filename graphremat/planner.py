@@ -45,7 +45,7 @@ from .rewrite import rewrite
 from .simulate import simulate
 from .solvers import get_solver
 from .solvers.cpsat import MinPeak, min_peak, solve_cpsat
-from .solvers.greedy import greedy_fit
+from .solvers.greedy import greedy_fit, shed_free
 from .solvers.multi import CopyPlan, evaluate_copies, min_peak_multi, solve_multi
 from .solvers.problem import (
     Evaluation,
@@ -693,6 +693,7 @@ def make_plan(
         held_copies=held_copies,
         dispatch_ns=EAGER_DISPATCH_NS if v2 and options.codegen == "eager" else None,
         solver_roofline=thread_roofline() if v2 else None,
+        fused_pointwise=v2 and options.codegen == "inductor",
     )
     cap = captured()
     # (a rank adopting rank 0's plan replays its saved set: no costs needed)
@@ -857,6 +858,8 @@ def make_plan(
                 wall_s=result.wall_s + mp.wall_s,
             )
     ev = evaluate(problem, result.saved)
+    if options.codegen == "inductor":  # fused recomputations are free there: keep less
+        ev = shed_free(problem, ev, aim)
     fw, bw, sim = emit(ev.saved) if ev.saved != ev_all.saved or room else (fw, bw, sim_all)
     if sim.peak_bytes > target:
         raise GraphRematError(

@@ -26,6 +26,7 @@ compared with B by the median of the per-round step-time ratios and its 95 % sig
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import functools
@@ -400,9 +401,9 @@ def run(args: argparse.Namespace) -> int:
                 "--knobs", *map(str, args.knobs),
             ]  # fmt: skip
             print(f"[zoo] {name} ...", file=sys.stderr, flush=True)
-            proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, check=False)
-            if proc.returncode != 0 or not os.path.exists(out):
-                tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            returncode, lines = _run_worker(cmd)
+            if returncode != 0 or not os.path.exists(out):
+                tail = "\n".join(lines[-5:])
                 print(f"[zoo] {name} failed:\n{tail}", file=sys.stderr)
                 docs.append({"model": name, "error": tail, "configs": [], "pairs": []})
                 continue
@@ -418,6 +419,19 @@ def run(args: argparse.Namespace) -> int:
             if d.get("configs"):
                 plot_model(d, str(args.out / f"zoo-{d['model']}.png"))
     return 0
+
+
+def _run_worker(cmd: list[str]) -> tuple[int, list[str]]:
+    """Run a worker, passing its progress lines (``[zoo] ...``) on to stderr as they come; its
+    exit code and the last lines of its stderr."""
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail.append(line.rstrip("\n"))
+            if line.startswith("[zoo]"):
+                print(line, end="", file=sys.stderr, flush=True)
+    return proc.returncode, list(tail)
 
 
 def _worker(argv: list[str]) -> int:

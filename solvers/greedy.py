@@ -162,3 +162,26 @@ def greedy_fit(
         if new.valid and new.peak_bytes <= budget_bytes and new.cost < ev.cost:
             ev = new
     return ev
+
+
+def shed_free(
+    problem: RematProblem, ev: Evaluation, budget_bytes: int, *, max_evals: int = MAX_EVALS
+) -> Evaluation:
+    """Among plans no dearer than ``ev``, one that saves fewer bytes: drop saved values whose
+    recomputation (with whatever else it needs recomputed) adds no cost, largest first, while
+    the peak stays within ``budget_bytes``. For costs in which a fused recomputation is free
+    (Inductor): a plan that minimises cost alone keeps such values for nothing, and memory
+    outside the model's peak step is memory the compiled code really holds."""
+    evals, dropped = 0, True
+    while dropped and evals < max_evals:  # a drop can make an earlier refusal possible
+        dropped = False
+        free = sorted(
+            (v for v in ev.saved if problem.attr(v, "cost") == 0 and not problem.attr(v, "pinned")),
+            key=lambda v: (-problem.attr(v, "mem_bytes"), v),
+        )
+        for v in free[: max_evals - evals]:
+            new = evaluate(problem, ev.saved - {v})
+            evals += 1
+            if new.valid and new.cost <= ev.cost and new.peak_bytes <= budget_bytes:
+                ev, dropped = new, dropped or new.saved != ev.saved
+    return ev

@@ -20,7 +20,7 @@ from graphremat.solvers import get_solver
 from graphremat.solvers.bruteforce import solve_bruteforce
 from graphremat.solvers.checkmate import solve_checkmate, solve_checkmate_dag
 from graphremat.solvers.cpsat import build_model, min_peak, relaxed_bound, solve_cpsat
-from graphremat.solvers.greedy import greedy_fit, greedy_min_peak
+from graphremat.solvers.greedy import greedy_fit, greedy_min_peak, shed_free
 from graphremat.solvers.problem import (
     ROOM_STEP,
     ProblemError,
@@ -675,3 +675,29 @@ def test_solver_layer_imports_no_torch():
     cmd = [sys.executable, "-c", code]
     run = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+@few
+@given(st.integers(0, 10_000), st.floats(0.5, 1.0))
+def test_shed_free_keeps_less_for_no_more_cost(seed, frac):
+    """From the cheapest plan of a problem where some recomputations are free (as fused
+    pointwise ops are under Inductor), shed_free drops only saved values, never costs more,
+    stays within the budget, and leaves no free value saved that could go."""
+    p = random_problem(seed, num_fwd=7)
+    rng = random.Random(seed)
+    for v in p.candidates():
+        if rng.random() < 0.5:
+            p.graph.nodes[v]["cost"] = 0
+    p = RematProblem(p.graph, p.fwd_order, p.bwd_order, p.fixed_bytes, p.name)
+    budget = int(frac * save_all_peak(p))
+    start = solve_bruteforce(p, budget)
+    if not start.status.has_plan:
+        return
+    ev = evaluate(p, start.saved)
+    shed = shed_free(p, ev, budget)
+    assert shed.valid and shed.saved <= ev.saved
+    assert shed.cost <= ev.cost and shed.peak_bytes <= budget
+    for v in shed.saved:
+        if p.attr(v, "cost") == 0 and not p.attr(v, "pinned"):
+            less = evaluate(p, shed.saved - {v})
+            assert not (less.valid and less.cost <= shed.cost and less.peak_bytes <= budget), v
