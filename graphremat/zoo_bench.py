@@ -383,15 +383,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--time-limit", type=float, default=30.0, help="solver seconds per plan")
     p.add_argument("--out", type=pathlib.Path, help="write zoo.json, zoo.md and plots here")
+    p.add_argument(
+        "--from",
+        dest="from_json",
+        type=pathlib.Path,
+        metavar="JSON",
+        help="run nothing: make the table (and, with --out, the plots) from a run's zoo.json",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Each model in a fresh process; the table on stdout; files under ``--out``."""
+    """Each model in a fresh process; the table on stdout; files under ``--out``, rewritten after
+    each model (so a long run keeps what it measured). With ``--from``: only the table and
+    plots, made again from a run's JSON."""
     from . import zoo
 
-    names = args.models or zoo.names()
+    prog = "python -m graphremat.bench zoo"
+    if args.from_json is not None:
+        try:
+            docs = json.loads(args.from_json.read_text("utf-8"))
+        except (OSError, ValueError) as e:
+            print(f"{prog}: error: --from {args.from_json}: {e}", file=sys.stderr)
+            return 2
+        _write(docs, args.out)
+        return 0
+    unknown = [m for m in args.models or () if m not in zoo.ZOO]
+    if unknown:
+        print(
+            f"{prog}: error: unknown model(s) {', '.join(unknown)}; the zoo has "
+            f"{', '.join(zoo.names())}",
+            file=sys.stderr,
+        )
+        return 2
     docs = []
-    for name in names:
+    for name in args.models or zoo.names():
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "doc.json")
             cmd = [
@@ -406,19 +431,29 @@ def run(args: argparse.Namespace) -> int:
                 tail = "\n".join(lines[-5:])
                 print(f"[zoo] {name} failed:\n{tail}", file=sys.stderr)
                 docs.append({"model": name, "error": tail, "configs": [], "pairs": []})
-                continue
-            with open(out, encoding="utf-8") as f:
-                docs.append(json.load(f))
-    table = markdown([d for d in docs if "error" not in d])
-    print(table)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "zoo.json").write_text(json.dumps(docs, indent=1) + "\n", "utf-8")
-        (args.out / "zoo.md").write_text(table, "utf-8")
-        for d in docs:
-            if d.get("configs"):
-                plot_model(d, str(args.out / f"zoo-{d['model']}.png"))
+            else:
+                with open(out, encoding="utf-8") as f:
+                    docs.append(json.load(f))
+        if args.out is not None:
+            _write(docs, args.out, quiet=True)
+    _write(docs, args.out)
     return 0
+
+
+def _write(docs: list[dict], out: pathlib.Path | None, quiet: bool = False) -> None:
+    """The table (on stdout unless ``quiet``) and, under ``out``, zoo.json, zoo.md and a plot per
+    model."""
+    table = markdown([d for d in docs if "error" not in d])
+    if not quiet:
+        print(table)
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "zoo.json").write_text(json.dumps(docs, indent=1) + "\n", "utf-8")
+    (out / "zoo.md").write_text(table, "utf-8")
+    for d in docs:
+        if d.get("configs"):
+            plot_model(d, str(out / f"zoo-{d['model']}.png"))
 
 
 def _run_worker(cmd: list[str]) -> tuple[int, list[str]]:

@@ -49,7 +49,15 @@ def test_a_whole_zoo_run_writes_json_table_and_plot(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (doc,) = json.loads((tmp_path / "zoo.json").read_text())
     cfgs = {c["name"]: c for c in doc["configs"]}
-    assert set(cfgs) == {"eager", "stock", "knob-0.5", "gr-1.0", "gr@stock", "gr@knob-0.5", "gr-min"}
+    assert set(cfgs) == {
+        "eager",
+        "stock",
+        "knob-0.5",
+        "gr-1.0",
+        "gr@stock",
+        "gr@knob-0.5",
+        "gr-min",
+    }
     assert not any("error" in c for c in cfgs.values())
     for c in cfgs.values():
         assert len(c["step_ms"]) == 6 and c["peak_bytes"] > 0
@@ -64,3 +72,22 @@ def test_a_whole_zoo_run_writes_json_table_and_plot(tmp_path):
     table = (tmp_path / "zoo.md").read_text()
     assert table == markdown([doc]) and "| mlp | knob-0.5 |" in table
     assert (tmp_path / "zoo-mlp.png").stat().st_size > 0
+    again = tmp_path / "again"
+    cmd = [sys.executable, "-m", "graphremat.bench", "zoo", "--from", str(tmp_path / "zoo.json")]
+    subprocess.run([*cmd, "--out", str(again)], check=True, capture_output=True, timeout=120)
+    assert (again / "zoo.md").read_text() == table  # the table is made from the JSON alone
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--models", "gtp2"], "unknown model(s) gtp2; the zoo has gpt2"), (["--from", "/no"], "/no")],
+)
+def test_bad_zoo_arguments_are_usage_errors(args, says):
+    proc = subprocess.run(
+        [sys.executable, "-m", "graphremat.bench", "zoo", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
