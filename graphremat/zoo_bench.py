@@ -21,6 +21,9 @@ measured (torch.profiler's live bytes on CPU, ``max_memory_allocated`` on CUDA):
 Then the steps are timed interleaved (each configuration once per round), and each ``gr@B`` is
 compared with B by the median of the per-round step-time ratios and its 95 % sign-test interval
 (:func:`ratio_ci`).
+
+With ``--sweep N`` each model is instead compiled at N budgets from its reported minimum to its
+peak without rematerialization (:func:`run_sweep`): every one must compile and measure within it.
 """
 
 from __future__ import annotations
@@ -263,6 +266,82 @@ def run_model(
     return doc
 
 
+def run_sweep(
+    name: str,
+    *,
+    size: str = "full",
+    codegen: str = "eager",
+    points: int = 12,
+    time_limit_s: float = 30.0,
+    threads: int = 1,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """graphremat compiled at ``points`` budgets evenly spaced from the smallest feasible one that
+    ``graphremat.plan`` reports to the peak without rematerialization, each run once and its
+    peak measured: every one must compile and stay within its budget."""
+    import graphremat
+
+    from . import zoo
+    from .measure import measure_step_peak
+
+    torch.set_num_threads(threads)
+    torch._dynamo.config.recompile_limit = 10**6
+    torch._dynamo.config.accumulated_recompile_limit = 10**6
+    model, inputs = zoo.build(name, size)
+    top = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen, time_limit_s=time_limit_s)
+    lo, hi = top.min_feasible_bytes, top.unconstrained_peak_bytes
+    rows = []
+    for i in range(points):
+        budget = lo + (hi - lo) * i // max(points - 1, 1)
+        row: dict = {"budget_bytes": budget}
+        m = copy.deepcopy(model)
+        try:
+            runner = graphremat.compile(
+                m, budget=budget, codegen=codegen, time_limit_s=time_limit_s
+            )
+            runner(*inputs).backward()
+            row["peak_bytes"] = measure_step_peak(runner, *inputs)
+            row["predicted_bytes"] = runner.graphremat_plans[-1].predicted_peak_bytes
+        except Exception as e:  # the row says why; the table counts it as a failure
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        log(f"{name}: budget {budget}: " + row.get("error", f"measured {row.get('peak_bytes')}"))
+        rows.append(row)
+    return {
+        "model": name,
+        "size": size,
+        "codegen": codegen,
+        "threads": threads,
+        "torch": torch.__version__,
+        "min_feasible_bytes": lo,
+        "min_feasible_proven": top.min_feasible_proven,
+        "unconstrained_bytes": hi,
+        "sweep": rows,
+    }
+
+
+def sweep_markdown(docs: list[dict]) -> str:
+    """Per model: budgets tried, how many failed to compile or measured above their budget."""
+    lines = [
+        "| model | codegen | min MiB | budgets | failed | over budget | "
+        "largest measured / budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for d in docs:
+        rows = d["sweep"]
+        failed = [r for r in rows if "error" in r]
+        measured = [r for r in rows if "peak_bytes" in r]
+        over = [r for r in measured if r["peak_bytes"] > r["budget_bytes"]]
+        worst = max((r["peak_bytes"] / r["budget_bytes"] for r in measured), default=0.0)
+        proven = "" if d["min_feasible_proven"] else "*"
+        lines.append(
+            f"| {d['model']} | {d['codegen']} | {_mib(d['min_feasible_bytes'])}{proven} | "
+            f"{len(rows)} | {len(failed)} | {len(over)} | {worst:.4f} |"
+        )
+        notes += [f"- {d['model']} at {r['budget_bytes']} B: {r['error']}" for r in failed]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
 # --- the table --------------------------------------------------------------------------------
 
 
@@ -382,6 +461,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=11, help="timing rounds (default 11)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--time-limit", type=float, default=30.0, help="solver seconds per plan")
+    p.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the comparison: compile each model at N budgets from its minimum to "
+        "its peak without rematerialization, and count those that fail or measure over budget",
+    )
     p.add_argument("--out", type=pathlib.Path, help="write zoo.json, zoo.md and plots here")
     p.add_argument(
         "--from",
@@ -407,6 +494,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         _write(docs, args.out)
         return 0
+    if args.sweep == 1 or args.sweep < 0:
+        print(f"{prog}: error: --sweep {args.sweep}: give 0 (off) or at least 2", file=sys.stderr)
+        return 2
     unknown = [m for m in args.models or () if m not in zoo.ZOO]
     if unknown:
         print(
@@ -423,7 +513,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.executable, "-m", "graphremat.zoo_bench", "--worker", name, "--to", out,
                 "--size", args.size, "--codegen", args.codegen, "--repeats", str(args.repeats),
                 "--threads", str(args.threads), "--time-limit", str(args.time_limit),
-                "--knobs", *map(str, args.knobs),
+                "--knobs", *map(str, args.knobs), "--sweep", str(args.sweep),
             ]  # fmt: skip
             print(f"[zoo] {name} ...", file=sys.stderr, flush=True)
             returncode, lines = _run_worker(cmd)
@@ -443,7 +533,8 @@ def run(args: argparse.Namespace) -> int:
 def _write(docs: list[dict], out: pathlib.Path | None, quiet: bool = False) -> None:
     """The table (on stdout unless ``quiet``) and, under ``out``, zoo.json, zoo.md and a plot per
     model."""
-    table = markdown([d for d in docs if "error" not in d])
+    done = [d for d in docs if "error" not in d]
+    table = sweep_markdown(done) if any("sweep" in d for d in done) else markdown(done)
     if not quiet:
         print(table)
     if out is None:
@@ -451,7 +542,7 @@ def _write(docs: list[dict], out: pathlib.Path | None, quiet: bool = False) -> N
     out.mkdir(parents=True, exist_ok=True)
     (out / "zoo.json").write_text(json.dumps(docs, indent=1) + "\n", "utf-8")
     (out / "zoo.md").write_text(table, "utf-8")
-    for d in docs:
+    for d in done:
         if d.get("configs"):
             plot_model(d, str(out / f"zoo-{d['model']}.png"))
 
@@ -475,17 +566,18 @@ def _worker(argv: list[str]) -> int:
     p.add_argument("--to", required=True)
     add_arguments(p)
     a = p.parse_args(argv)
+    common = {
+        "size": a.size,
+        "codegen": a.codegen,
+        "time_limit_s": a.time_limit,
+        "threads": a.threads,
+        "log": lambda s: print(f"[zoo] {s}", file=sys.stderr, flush=True),
+    }
     try:
-        doc = run_model(
-            a.worker,
-            size=a.size,
-            codegen=a.codegen,
-            knobs=tuple(a.knobs),
-            repeats=a.repeats,
-            time_limit_s=a.time_limit,
-            threads=a.threads,
-            log=lambda s: print(f"[zoo] {s}", file=sys.stderr, flush=True),
-        )
+        if a.sweep:
+            doc = run_sweep(a.worker, points=a.sweep, **common)
+        else:
+            doc = run_model(a.worker, knobs=tuple(a.knobs), repeats=a.repeats, **common)
     except Exception:
         traceback.print_exc()
         return 1

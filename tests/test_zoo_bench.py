@@ -78,9 +78,27 @@ def test_a_whole_zoo_run_writes_json_table_and_plot(tmp_path):
     assert (again / "zoo.md").read_text() == table  # the table is made from the JSON alone
 
 
+def test_a_budget_sweep_compiles_every_budget_from_the_minimum_up(tmp_path):
+    cmd = [sys.executable, "-m", "graphremat.bench", "zoo", "--models", "mlp", "--size", "test"]
+    cmd += ["--sweep", "3", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (doc,) = json.loads((tmp_path / "zoo.json").read_text())
+    budgets = [r["budget_bytes"] for r in doc["sweep"]]
+    assert budgets == sorted(budgets) and len(set(budgets)) == 3
+    assert budgets[0] == doc["min_feasible_bytes"] and budgets[-1] == doc["unconstrained_bytes"]
+    assert all(r["peak_bytes"] <= r["budget_bytes"] for r in doc["sweep"])
+    assert "| mlp | eager |" in (tmp_path / "zoo.md").read_text()
+    assert "| 3 | 0 | 0 |" in (tmp_path / "zoo.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
-    [(["--models", "gtp2"], "unknown model(s) gtp2; the zoo has gpt2"), (["--from", "/no"], "/no")],
+    [
+        (["--models", "gtp2"], "unknown model(s) gtp2; the zoo has gpt2"),
+        (["--from", "/no"], "/no"),
+        (["--sweep", "1"], "--sweep 1: give 0 (off) or at least 2"),
+    ],
 )
 def test_bad_zoo_arguments_are_usage_errors(args, says):
     proc = subprocess.run(
