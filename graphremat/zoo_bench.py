@@ -157,6 +157,23 @@ def _stock_backend(codegen: str):
     return "inductor" if codegen == "inductor" else aot_eager_backend()
 
 
+def _setup(name: str, size: str, threads: int) -> tuple[torch.nn.Module, tuple]:
+    """The worker's torch settings, and the zoo model with its inputs."""
+    from . import zoo
+
+    torch.set_num_threads(threads)
+    # every configuration compiles the same code objects again, on its own copy
+    torch._dynamo.config.recompile_limit = 10**6
+    torch._dynamo.config.accumulated_recompile_limit = 10**6
+    return zoo.build(name, size)
+
+
+def _why(e: Exception) -> str:
+    """A failed row's reason: the exception's type and first line."""
+    lines = str(e).splitlines()
+    return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def run_model(
     name: str,
     *,
@@ -171,14 +188,9 @@ def run_model(
     """Every configuration of one zoo model, measured (see the module docstring)."""
     import graphremat
 
-    from . import zoo
     from .pytorch_baseline import knob_config
 
-    torch.set_num_threads(threads)
-    # every configuration compiles the same code objects again, on its own copy
-    torch._dynamo.config.recompile_limit = 10**6
-    torch._dynamo.config.accumulated_recompile_limit = 10**6
-    model, inputs = zoo.build(name, size)
+    model, inputs = _setup(name, size, threads)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     configs: list[_Config] = []
     doc: dict = {
@@ -199,7 +211,7 @@ def run_model(
         try:
             cfg.first(ctx)
         except Exception as e:  # a configuration that fails is a row that says why
-            cfg.record["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            cfg.record["error"] = _why(e)
             log(f"{name}: {cfg.name} failed: {cfg.record['error']}")
             doc["configs"].append(cfg.record)
             return None
@@ -281,13 +293,9 @@ def run_sweep(
     peak measured: every one must compile and stay within its budget."""
     import graphremat
 
-    from . import zoo
     from .measure import measure_step_peak
 
-    torch.set_num_threads(threads)
-    torch._dynamo.config.recompile_limit = 10**6
-    torch._dynamo.config.accumulated_recompile_limit = 10**6
-    model, inputs = zoo.build(name, size)
+    model, inputs = _setup(name, size, threads)
     top = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen, time_limit_s=time_limit_s)
     lo, hi = top.min_feasible_bytes, top.unconstrained_peak_bytes
     rows = []
@@ -303,7 +311,7 @@ def run_sweep(
             row["peak_bytes"] = measure_step_peak(runner, *inputs)
             row["predicted_bytes"] = runner.graphremat_plans[-1].predicted_peak_bytes
         except Exception as e:  # the row says why; the table counts it as a failure
-            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            row["error"] = _why(e)
         log(f"{name}: budget {budget}: " + row.get("error", f"measured {row.get('peak_bytes')}"))
         rows.append(row)
     return {
