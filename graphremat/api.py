@@ -51,7 +51,8 @@ def compile(
     ``graphremat_plans`` attribute lists the plan of each compiled region (filled on first call).
     Raises :class:`~graphremat.InfeasibleBudget` (with ``min_feasible_bytes``) when no plan fits.
     ``calibrate`` ("auto", True, False): run each op of the captured graph once on real tensors to
-    measure its hidden workspace ("auto": on CPU/CUDA graphs under 2 GiB of values).
+    measure its hidden workspace ("auto": on CPU/CUDA graphs whose run, each value freed after
+    its last use, peaks under 2 GiB).
     ``cache``: keep solved plans on disk and reuse them (re-checked) when the same graph and
     budget come again: True ($GRAPHREMAT_CACHE_DIR or ~/.cache/graphremat), a directory, or False.
     ``seed``, ``num_workers``: the solver's seed, and how many one-worker CP-SAT solves run side

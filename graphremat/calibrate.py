@@ -48,14 +48,46 @@ def _materialize(val):
     return val
 
 
-def graph_total_bytes(gm: fx.GraphModule) -> int:
-    total = 0
+def run_peak_bytes(gm: fx.GraphModule) -> int:
+    """Peak bytes of one run of ``gm`` that frees each value after its last use (as calibration
+    runs it), from the recorded shapes: a value sharing a storage with a live one (a view)
+    counts once; op workspace is not known yet and not counted."""
+    last_use: dict[fx.Node, fx.Node] = {}
+    for n in gm.graph.nodes:
+        for a in n.all_input_nodes:
+            last_use[a] = n
+    dying: dict[fx.Node, list[fx.Node]] = {}
+    for a, n in last_use.items():
+        dying.setdefault(n, []).append(a)
+    holders: dict[object, set[fx.Node]] = {}  # storage -> live nodes holding it
+    sizes: dict[object, int] = {}
+    held: dict[fx.Node, list[object]] = {}
+    live = peak = 0
     for n in gm.graph.nodes:
         val = n.meta.get("val")
-        for v in val if isinstance(val, (tuple, list)) else [val]:
-            if isinstance(v, torch.Tensor):
-                total += v.numel() * v.element_size()
-    return total
+        keys = []
+        for i, v in enumerate(val if isinstance(val, (tuple, list)) else [val]):
+            if not isinstance(v, torch.Tensor):
+                continue
+            try:
+                key = P.StorageWeakRef(v.untyped_storage())
+                nbytes = v.untyped_storage().nbytes()
+            except Exception:  # no storage to compare (sparse, nested...): its own
+                key, nbytes = (n, i), v.numel() * v.element_size()
+            if key not in holders:
+                holders[key], sizes[key] = set(), nbytes
+                live += nbytes
+            holders[key].add(n)
+            keys.append(key)
+        held[n] = keys
+        peak = max(peak, live)
+        for a in [*dying.get(n, ()), *([n] if n not in last_use else [])]:
+            for key in held.pop(a, ()):
+                holders[key].discard(a)
+                if not holders[key]:
+                    live -= sizes.pop(key)
+                    del holders[key]
+    return peak
 
 
 def devices(gm: fx.GraphModule) -> set[str]:

@@ -31,8 +31,8 @@ from .calibrate import (
     annotate_times,
     annotate_workspace,
     devices,
-    graph_total_bytes,
     record_times,
+    run_peak_bytes,
 )
 from .capture import EAGER_DISPATCH_NS, Capture, capture_joint, thread_roofline
 from .errors import GraphRematError, InfeasibleBudget, SolverFailed, StepAgain, UnsupportedGraph
@@ -600,7 +600,8 @@ MIN_PEAK_CACHE_SIZE = 32
 _MIN_PEAK_CACHE: dict[str, tuple[MinPeak, float]] = {}
 _COPY_MIN_CACHE: dict[tuple, tuple] = {}  # see _copy_minimum
 
-#: "auto" calibration runs the joint graph once for real when it is this small (bytes of all values)
+#: "auto" calibration runs the joint graph once for real (freeing each value after its last use)
+#: when that run's peak is at most this
 AUTO_CALIBRATE_MAX_BYTES = 2 * 2**30
 
 
@@ -609,9 +610,7 @@ def _should_calibrate(joint: fx.GraphModule, mode: bool | str) -> bool:
         return bool(mode)
     devs = devices(joint)
     return (
-        bool(devs)
-        and devs <= {"cpu", "cuda"}
-        and graph_total_bytes(joint) <= AUTO_CALIBRATE_MAX_BYTES
+        bool(devs) and devs <= {"cpu", "cuda"} and run_peak_bytes(joint) <= AUTO_CALIBRATE_MAX_BYTES
     )
 
 
@@ -772,10 +771,15 @@ def make_plan(
             RuntimeWarning,
             stacklevel=2,
         )
+    once = None
     if copy_class and ev_all.peak_bytes > target:
         once = _shared_min_peak(problem, fingerprint, tmin, options, cache_at)
+    # the copy class times a slot's recomputations together (solvers/multi.py): where a plan
+    # recomputing each value once fits, the once-class plans it, and the copies go lower
+    if once is not None and once.peak_bytes > target:
+        coarse = _coarse_min_peak(problem, tmin, options, cache_at)
         fw, bw, plan = _copy_plan(
-            cap, joint, options, emit, budget_bytes, credit, t0, tmin, once, fingerprint
+            cap, joint, options, emit, budget_bytes, credit, t0, tmin, coarse, fingerprint
         )
         plan = replace(
             plan,
@@ -872,7 +876,8 @@ def make_plan(
         own = _shared_min_peak(cap.problem, cap.problem.fingerprint(), tmin, options, cache_at)
         min_feasible, min_proven = own.peak_bytes - credit, own.optimal
     if copy_class:  # the budget fits without copies; report the copy minimum
-        lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, minimum())
+        coarse = _coarse_min_peak(problem, tmin, options, cache_at)
+        lowest, _, proven = _copy_minimum(problem, fingerprint, options, tmin, coarse)
         if lowest.peak_bytes - credit < min_feasible:
             min_feasible, min_proven = lowest.peak_bytes - credit, proven
     saved_bytes = held_bytes(problem, ev.saved)
@@ -1059,6 +1064,13 @@ def _copy_minimum(problem, fingerprint: str, options: Options, tmin: float, once
             once_saved=once.saved,
         )
     return _COPY_MIN_CACHE[key]
+
+
+def _coarse_min_peak(problem, tmin: float, options, cache_at) -> MinPeak:
+    """The smallest-peak once-class plan on the copy class's time axis
+    (``RematProblem.coarse``): the copy solvers' hint."""
+    coarse = problem.coarse()
+    return _shared_min_peak(coarse, coarse.fingerprint(), tmin, options, cache_at)
 
 
 def _shared_min_peak(problem, fingerprint: str, tmin: float, options, cache_at) -> MinPeak:

@@ -3,17 +3,21 @@
 Exact for that class: on any problem, the optimum of this model equals the best saved set found by
 enumerating :func:`solvers.problem.evaluate` (tests check this with hypothesis).
 
-Time axis: forward steps ``0..F-1``, then backward steps ``F..F+B-1``. Variables, per candidate
-forward value ``v`` (a forward node the backward may need):
+Time axis: the instants of ``problem.py`` (forward steps, then per backward step the instants of
+its slot and of the step itself; ``RematProblem.at``). Variables, per candidate forward value
+``v`` (a forward node the backward may need):
 
   ``save[v]``      v is kept from the forward until its last backward use
   ``recomp[v]``    v is recomputed once in the backward
   ``slot[v]``      backward step before which the recomputation runs (meaningful if recomp[v])
-  ``last[v]``      last backward step that reads v (meaningful if save[v] or recomp[v])
+  ``born[v]``      instant of the recomputation: ``at(slot[v], q)``, q the forward position
+                   of v (of its op for a multi-output op's output recomputed with the op)
+  ``last[v]``      instant of v's last reader (meaningful if save[v] or recomp[v])
 
-Memory is one ``AddCumulative`` over: the plan-independent profile (as constant intervals), each
-saved value's extension ``[last_fwd_use+1, F+last]`` and each recomputed value's interval
-``[F+slot, F+last]`` (plus its transient bytes at ``F+slot``). Capacity: budget - fixed bytes.
+Memory is one ``AddCumulative`` over: the plan-independent memory (constant intervals: forward
+steps, each slot, each backward step), each saved value's extension ``[last_fwd_use+1, last]``
+and each recomputed value's interval ``[born, last]`` (plus its transient bytes at ``born``).
+Capacity: budget - fixed bytes.
 Objective: minimise the summed cost of recomputed values.
 
 Redundant families, each proven valid for :func:`evaluate`'s semantics where it is added and
@@ -124,7 +128,7 @@ def build_model(
     steps whose crossing rows count recompute inputs (see _add_crossing_rows).
     """
     g, num_f, num_b = problem.graph, problem.num_fwd, problem.num_bwd
-    horizon = problem.num_steps
+    horizon = problem.horizon
     m = cp_model.CpModel()
     unit = _byte_unit(problem)
     cand = problem.candidates()
@@ -151,10 +155,25 @@ def build_model(
         return _Model(m, save, recomp, early, unit, scale, cost_int, cap_var)
 
     # slot[v]: backward step before which v is recomputed (meaningful if recomp[v]);
-    # last[v]: last backward step that reads v (meaningful if save[v] or recomp[v])
+    # last[v]: instant of the last reader of v (meaningful if save[v] or recomp[v])
     b_hi = max(num_b - 1, 0)
     slot = {v: m.new_int_var(0, b_hi, f"slot[{v}]") for v in cand}
-    last = {v: m.new_int_var(0, b_hi, f"last[{v}]") for v in cand}
+    last = {v: m.new_int_var(num_f, max(horizon - 1, num_f), f"last[{v}]") for v in cand}
+
+    # born[v]: instant of v's recomputation, problem.at(slot[v], q) with q v's forward position,
+    # or its op's when v is an output of a recomputed multi-output op (born with the op)
+    stride = problem.at(1, 0) - problem.at(0, 0)
+    born = {}
+    for v in cand:
+        if not g.nodes[v]["recomputable"]:
+            continue
+        base = problem.at(0, problem.fwd_pos[v])
+        parent = g.nodes[v]["tied_to"]
+        expr = base + stride * slot[v]
+        if parent is not None and parent in cset and problem.substeps:
+            expr -= (problem.fwd_pos[v] - problem.fwd_pos[parent]) * recomp[parent]
+        born[v] = m.new_int_var(num_f, max(horizon - 1, num_f), f"born[{v}]")
+        m.add(born[v] == expr)
 
     # first[v]: the first backward step needing v; the emitter recomputes v exactly there
     # (just in time), so slot[v] == first[v] -- an earlier slot would let v's inputs die
@@ -165,10 +184,11 @@ def build_model(
         for c in g.successors(v):
             if not problem.is_fwd(c):
                 p = problem.bwd_pos[c]
-                m.add(last[v] >= p)
+                m.add(last[v] >= problem.at(p))
                 uses.append(p)
             elif c in cset:
-                m.add(last[v] >= slot[c]).only_enforce_if(recomp[c])
+                if c in born:
+                    m.add(last[v] >= born[c]).only_enforce_if(recomp[c])
                 # use[v,c]: when c is recomputed, the step that needs v through c; else "never"
                 use = m.new_int_var(0, num_b, f"use[{v}->{c}]")
                 tied_child = g.nodes[c]["tied_to"] == v
@@ -177,15 +197,17 @@ def build_model(
                 uses.append(use)
         m.add_min_equality(first[v], uses + [num_b])
 
-    # slot[v]: recomputation runs at first[v]; a multi-output op's outputs run in the op's slot
+    # slot[v]: recomputation runs at first[v]; a multi-output op's outputs run in the op's
+    # slot if the op is recomputed too
     for v in cand:
         parent = g.nodes[v]["tied_to"]
         if parent is not None and parent in cset:
-            m.add(slot[v] == slot[parent]).only_enforce_if(recomp[v])
+            m.add(slot[v] == slot[parent]).only_enforce_if([recomp[v], recomp[parent]])
+            m.add(slot[v] == first[v]).only_enforce_if([recomp[v], ~recomp[parent]])
         else:
             m.add(slot[v] == first[v]).only_enforce_if(recomp[v])
 
-    # memory[t]: fixed profile + saved extensions + recomputed intervals <= capacity
+    # memory at every instant: fixed profile + saved extensions + recomputed intervals
     intervals, demands = fixed_intervals(m, problem, unit)
     for v in cand:
         a = g.nodes[v]
@@ -193,7 +215,7 @@ def build_model(
         if _saving_costs(a, unit):
             start = problem.last_fwd_use(v) + 1
             end = m.new_int_var(num_f, horizon, f"save_end[{v}]")
-            m.add(end == num_f + last[v] + 1)
+            m.add(end == last[v] + 1)
             size = m.new_int_var(1, horizon, f"save_len[{v}]")
             intervals.append(m.new_optional_interval_var(start, size, end, save[v], f"saved[{v}]"))
             demands.append(mem)
@@ -202,20 +224,18 @@ def build_model(
                     m.new_optional_fixed_size_interval_var(0, horizon, save[v], f"held[{v}]")
                 )
                 demands.append(problem.held_copies * mem)
-        if a["recomputable"] and (mem or tr):
-            start = m.new_int_var(num_f, horizon - 1, f"re_start[{v}]")
-            m.add(start == num_f + slot[v])
+        if v in born and (mem or tr):
             if mem:
                 end = m.new_int_var(num_f + 1, horizon, f"re_end[{v}]")
-                m.add(end == num_f + last[v] + 1)
+                m.add(end == last[v] + 1)
                 size = m.new_int_var(1, horizon, f"re_len[{v}]")
                 intervals.append(
-                    m.new_optional_interval_var(start, size, end, recomp[v], f"recomputed[{v}]")
+                    m.new_optional_interval_var(born[v], size, end, recomp[v], f"recomputed[{v}]")
                 )
                 demands.append(mem)
             if tr:
                 intervals.append(
-                    m.new_optional_fixed_size_interval_var(start, 1, recomp[v], f"transient[{v}]")
+                    m.new_optional_fixed_size_interval_var(born[v], 1, recomp[v], f"transient[{v}]")
                 )
                 demands.append(tr)
 
@@ -232,19 +252,32 @@ MAX_EARLY_STEPS = 6
 
 
 def fixed_intervals(m: cp_model.CpModel, problem: RematProblem, unit: int) -> tuple[list, list]:
-    """The plan-independent profile as constant intervals (one per run of equal steps) and
-    their demands in byte units, for a cumulative."""
+    """The plan-independent memory as constant intervals on the time axis (one per run of
+    equal demand: forward steps, each backward slot, each backward step) and their demands in
+    byte units, for a cumulative."""
+    profile, num_f = problem.fixed_profile(), problem.num_fwd
+    runs: list[list[int]] = []  # [start, length, bytes]
+
+    def put(start: int, length: int, nbytes: int) -> None:
+        if length <= 0:
+            return
+        if runs and runs[-1][2] == nbytes and runs[-1][0] + runs[-1][1] == start:
+            runs[-1][1] += length
+        else:
+            runs.append([start, length, nbytes])
+
+    for t in range(num_f):
+        put(t, 1, profile[t])
+    for b, inside in enumerate(problem.slot_base()):
+        step = problem.at(b)
+        opens = problem.at(b, 0) if problem.substeps else step
+        put(opens, step - opens, inside)
+        put(step, 1, profile[num_f + b])
     intervals, demands = [], []
-    profile, horizon = problem.fixed_profile(), problem.num_steps
-    t = 0
-    while t < horizon:
-        t1 = t
-        while t1 + 1 < horizon and profile[t1 + 1] == profile[t]:
-            t1 += 1
-        if profile[t]:
-            intervals.append(m.new_fixed_size_interval_var(t, t1 - t + 1, f"fixed[{t}]"))
-            demands.append(profile[t] // unit)
-        t = t1 + 1
+    for start, length, nbytes in runs:
+        if nbytes // unit:
+            intervals.append(m.new_fixed_size_interval_var(start, length, f"fixed[{start}]"))
+            demands.append(nbytes // unit)
     return intervals, demands
 
 
@@ -361,6 +394,7 @@ def _add_crossing_rows(
     """
     g, num_f, horizon = problem.graph, problem.num_fwd, problem.num_steps
     cset = set(cand)
+    shift = _literal_shift(problem)
     profile = problem.fixed_profile()
     sure = [0] * (horizon + 1)
     spans: list[tuple[int, int, str]] = []  # (from, to) global steps where alive >= save[v]
@@ -382,7 +416,9 @@ def _add_crossing_rows(
             if start <= first - 1:
                 spans.append((start, first - 1, v))
         else:
-            spans.append((start, num_f, v))
+            # alive until its last recomputed consumer, which may run in the first slot
+            if start <= num_f - shift:
+                spans.append((start, num_f - shift, v))
             inputs.append((start, v))
     saved_all = evaluate(problem, save_all_set(problem)).profile_bytes
     run, level = 0, []
@@ -397,7 +433,11 @@ def _add_crossing_rows(
         early_steps = []
     elif early_steps is None:
         early_steps = _early_steps(problem, saved_all, over)
-    early_at = {s: _add_early_literals(m, problem, cand, recomp, slot, s) for s in early_steps}
+    early_at = {
+        s: _add_early_literals(m, problem, cand, recomp, slot, s + shift)
+        for s in early_steps
+        if s + shift < problem.num_bwd  # a later literal would say nothing
+    }
     # the other runs' saved values (problem.held_copies) are alive at every step
     held = None
     if problem.held_copies:
@@ -433,7 +473,15 @@ def _add_crossing_rows(
         if held is not None:
             expr.append(problem.held_copies * held)
         m.add(sum(expr) + used <= capacity)
-    return {(x, s): e for s, lits in early_at.items() for x, e in lits.items()}
+    return {(x, s + shift): e for s, lits in early_at.items() for x, e in lits.items()}
+
+
+def _literal_shift(problem: RematProblem) -> int:
+    """Early literals for the crossing row of backward step s are those of step s + shift: a
+    recompute input is alive at step s unless every recomputed consumer runs before it, i.e.
+    in a slot before s (shift 0, without substeps: a slot and its step share one instant) or
+    in a slot up to s (shift 1: the slot's instants come before the step's)."""
+    return 1 if problem.substeps else 0
 
 
 def _hint(built: _Model, problem: RematProblem, keep: frozenset[str] | None) -> None:
@@ -501,7 +549,8 @@ def relaxed_bound(
     bound = 0.0
     for _ in range(MAX_CUT_ROUNDS):
         built = build_model(problem, budget_bytes, relaxed=True, early_steps=steps)
-        steps = {s for _, s in built.early} if steps is None else steps
+        if steps is None:
+            steps = {s - _literal_shift(problem) for _, s in built.early}
         if keep is not None:
             _hint(built, problem, keep)
         solver, status, _ = solve_model(
@@ -524,7 +573,13 @@ def relaxed_bound(
         if ev.valid and ev.peak_bytes <= budget_bytes:
             return bound, ev
         over = ev.peak_step - num_f
-        if status is not SolveStatus.OPTIMAL or units_left <= 0 or over < 1 or over in steps:
+        if (
+            status is not SolveStatus.OPTIMAL
+            or units_left <= 0
+            or over < 1
+            or over in steps
+            or over + _literal_shift(problem) >= problem.num_bwd
+        ):
             break
         steps.add(over)
     return bound, None

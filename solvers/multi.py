@@ -18,8 +18,11 @@ Validity (:func:`evaluate_copies`): every read of a forward value by a backward 
 the op (a copy of the op starting in the same step). Memory at step ``t``: the plan-independent
 profile of ``problem.py``, plus saved extensions ``[last forward use + 1, save_end]``, plus every
 copy covering ``t``, plus a copy's transient bytes at its start. Cost: the summed cost of all
-copies. A plan of the once-class is a plan here (:func:`from_evaluation`) with the same profile,
-peak and cost, so this class contains it.
+copies. This is the once-class's time axis without substeps (``RematProblem.coarse``: a slot's
+recomputations counted together with its step), and every function here works on
+``problem.coarse()``. A plan of that once-class is a plan here (:func:`from_evaluation`) with the
+same profile, peak and cost, so this class contains it; with substeps the once-class can peak
+lower, so the planner uses this class only below the once-class minimum.
 
 :func:`solve_multi` is the CP-SAT model of this class with at most ``max_recomputes`` copies per
 value (``serve`` literals choose which copy answers each read, one cumulative for memory),
@@ -103,6 +106,7 @@ class CopyEvaluation:
 
 def from_evaluation(problem: RematProblem, ev: Evaluation) -> CopyPlan:
     """The once-class plan ``ev`` (:func:`solvers.problem.evaluate`) as a copy plan."""
+    problem = problem.coarse()
     f = problem.num_fwd
     save_end = {v: f + ev.end[v] for v in ev.saved if not problem.attr(v, "pinned")}
     copies = {v: ((f + ev.slot[v], f + ev.end[v]),) for v in ev.recomputed}
@@ -124,6 +128,7 @@ def _alive(problem: RematProblem, save_end, copies, u: str, t: int) -> str | Non
 
 def evaluate_copies(problem: RematProblem, plan: CopyPlan) -> CopyEvaluation:
     """Check ``plan`` against the class (see the module docstring); its profile, peak, cost."""
+    problem = problem.coarse()
     g, f, total = problem.graph, problem.num_fwd, problem.num_steps
     reasons: list[str] = []
     for v, e in plan.save_end.items():
@@ -221,6 +226,7 @@ def tighten(problem: RematProblem, plan: CopyPlan) -> CopyPlan:
     nothing changes. Never raises the peak or the cost; a valid plan stays valid. (A saved value
     that the backward never reads would also be an unused input of the emitted backward, which
     the autograd runtime keeps alive to the end.)"""
+    problem = problem.coarse()
     f = problem.num_fwd
     save_end = dict(plan.save_end)
     copies = {v: list(cs) for v, cs in plan.copies.items() if cs}
@@ -356,6 +362,7 @@ def improve_min_peak(
     then (new recomputations, or longer ones). A move is kept when the exact check
     (:func:`evaluate_copies`) finds it valid with a lower peak, or the same peak at fewer steps;
     stops when no move helps, or at ``deadline`` (``time.perf_counter()``)."""
+    problem = problem.coarse()
 
     def key(ev: CopyEvaluation):
         return ev.peak_bytes, ev.profile_bytes.count(ev.peak_bytes)
@@ -402,6 +409,7 @@ def build_multi_model(
 ) -> _Model:
     """CP-SAT model of the copy class with at most ``max_recomputes`` copies per value;
     ``capacity_bytes=None`` makes the capacity a variable to minimise (min-peak)."""
+    problem = problem.coarse()
     g, f = problem.graph, problem.num_fwd
     m = cp_model.CpModel()
     unit = _byte_unit(problem)
@@ -592,6 +600,7 @@ class Crossing:
 
 def crossing(problem: RematProblem) -> Crossing:
     """:class:`Crossing` of ``problem`` (kept with it: every budget's bound uses it)."""
+    problem = problem.coarse()
     if "crossing" not in problem._memo:
         problem._memo["crossing"] = _crossing(problem)
     return problem._memo["crossing"]
@@ -697,6 +706,7 @@ def crossing_cost_bound(
     the cheapest choice bounds every plan. A small covering model, solved by CP-SAT within
     ``work_s`` of deterministic work; its proven bound is used, so a cut-short solve is valid.
     """
+    problem = problem.coarse()
     _once_per_step(problem)
     cr = crossing(problem)
     if cr.impossible or cr.peak_bound > budget_bytes:
@@ -784,6 +794,7 @@ def solve_multi(
     fixed share of ``time_limit_s`` (deterministic time, see :func:`solvers.sat.make_solver`):
     with one worker the plan depends on the problem, budget, limit and seed, not on the machine
     (unless a much slower machine reaches the wall-clock cap first)."""
+    problem = problem.coarse()
     _once_per_step(problem)
     if max_recomputes < 1:
         raise ValueError(f"max_recomputes must be >= 1, not {max_recomputes}")
@@ -895,6 +906,7 @@ def min_peak_multi(
     peak, proven, in 11 s, where two copies from the once-class hint stayed near 0.47).
     (Hinting k copies with the k - 1 result instead was no better: MLP k=3 0.453 instead of
     0.435, GPT k=3 unchanged at 0.373, benchmarks/copy_class.py --time-limit 60.)"""
+    problem = problem.coarse()
     _once_per_step(problem)
     t0 = time.perf_counter()
     kw = dict(seed=seed, num_workers=num_workers, log_progress=log_progress)

@@ -14,11 +14,19 @@ Schedule class (what the rewrite emits, and what every solver optimises over):
   (nor ``pinned``) is *recomputed* once, just in time: in the slot before the first backward step
   that needs it, directly or through other recomputed values. Recomputations of one slot run in
   topological order; a multi-output op's outputs (nodes ``tied_to`` it) are recomputed with it.
-* Memory at global step ``t`` (forward steps ``0..F-1``, then backward steps ``F..F+B-1``) is
-  ``fixed_bytes`` plus every value whose interval covers ``t`` plus the step's transient bytes.
-  Within a backward step, a slot's recomputed values are all counted together with the step's
-  own output: the emitted program frees values no later than this, so its real peak is at most
-  the evaluated one.
+* Time: forward steps ``0..F-1``; then, per backward step ``b``, one instant per forward
+  position ``q`` (the recomputation of the value at ``q`` in the slot before ``b``, at
+  ``RematProblem.at(b, q)``), then the step itself (``at(b)``). A value lives from its
+  instant to the instant of its last reader (a backward step, or a recomputation); a
+  multi-output op's recomputed outputs are born at the op's instant. Memory at an instant is
+  ``fixed_bytes`` plus every value alive then plus the transient bytes of what runs then; during
+  a slot the backward side holds what it held entering the step (the step's own output and
+  workspace not yet). This is the order and the lifetimes of the emitted program, which frees
+  each value after its last use. The profile has one entry per step (``F + B``): a backward
+  step's entry is the largest of its slot's instants and the step itself.
+  With ``substeps=False`` a slot's recomputations and the step share one instant (every value
+  recomputed in a slot counted together with the step's output: an upper bound, the time axis
+  of the copy class in ``multi.py``).
 * ``held_copies`` (default 0): the graph runs ``held_copies + 1`` times per training step (a
   compiled block shared by several blocks, a graph break inside a repeated module), and the
   other runs keep their saved values until their own backward. The last run's peak is what
@@ -71,6 +79,7 @@ class RematProblem:
     fixed_bytes: int = 0
     name: str = "graph"
     held_copies: int = 0
+    substeps: bool = True
     # derived indices, filled in __post_init__
     fwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
     bwd_pos: dict[str, int] = field(init=False, repr=False, compare=False)
@@ -99,6 +108,7 @@ class RematProblem:
             self.bwd_order,
             self.fixed_bytes,
             self.held_copies,
+            self.substeps,
             sorted((str(v), [g.nodes[v][a] for a in NODE_ATTRS]) for v in g.nodes),
             sorted((str(u), str(v)) for u, v in g.edges),
         ]
@@ -115,6 +125,57 @@ class RematProblem:
     @property
     def num_steps(self) -> int:
         return self.num_fwd + self.num_bwd
+
+    @property
+    def horizon(self) -> int:
+        """Number of instants on the time axis (see the module docstring)."""
+        return self.num_fwd + self.num_bwd * self._stride
+
+    @property
+    def _stride(self) -> int:
+        return self.num_fwd + 1 if self.substeps else 1
+
+    def at(self, b: int, q: int | None = None) -> int:
+        """Instant of backward step ``b`` itself (``q`` None), or of the recomputation of the
+        forward value at position ``q`` in the slot before it."""
+        if not self.substeps:
+            return self.num_fwd + b
+        return self.num_fwd + b * (self.num_fwd + 1) + (self.num_fwd if q is None else q)
+
+    def step_of(self, instant: int) -> int:
+        """The step (``0..F+B-1``) an instant belongs to: a slot belongs to its backward step."""
+        if instant < self.num_fwd:
+            return instant
+        return self.num_fwd + (instant - self.num_fwd) // self._stride
+
+    def coarse(self) -> RematProblem:
+        """This problem with ``substeps=False`` (see the module docstring)."""
+        if not self.substeps:
+            return self
+        if "coarse" not in self._memo:
+            self._memo["coarse"] = RematProblem(
+                self.graph,
+                self.fwd_order,
+                self.bwd_order,
+                self.fixed_bytes,
+                name=self.name,
+                held_copies=self.held_copies,
+                substeps=False,
+            )
+        return self._memo["coarse"]
+
+    def slot_base(self) -> list[int]:
+        """Per backward step, the plan-independent bytes alive during its slot: the fixed
+        profile of the step without the step's own output and workspace (excluding
+        ``fixed_bytes``). Without substeps: the step's fixed profile."""
+        if "slot_base" not in self._memo:
+            base, f, g = self.fixed_profile(), self.num_fwd, self.graph
+            out = []
+            for b, v in enumerate(self.bwd_order):
+                own = g.nodes[v]["mem_bytes"] + g.nodes[v]["transient_bytes"]
+                out.append(base[f + b] - (own if self.substeps else 0))
+            self._memo["slot_base"] = tuple(out)
+        return list(self._memo["slot_base"])
 
     def attr(self, node: str, key: str):
         return self.graph.nodes[node][key]
@@ -305,11 +366,11 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
         stack.extend(p for p in g.pred[u] if problem.is_fwd(p))
     kept = frozenset(v for v in needed if v in saved_in and available(v))
 
-    # 2. recompute slots (just in time) and last backward uses
+    # 2. recompute slots (just in time), instants, last readers
     need: dict[str, int] = {}
     slot: dict[str, int] = {}
     for v in sorted(recomputed, key=problem.fwd_pos.__getitem__, reverse=True):
-        best = total
+        best = problem.num_bwd
         for c in g.successors(v):
             if not problem.is_fwd(c):
                 best = min(best, problem.bwd_pos[c])
@@ -317,43 +378,65 @@ def evaluate(problem: RematProblem, saved: Iterable[str]) -> Evaluation:
                 best = min(best, need[c] if g.nodes[c]["tied_to"] == v else slot[c])
         need[v] = best
         slot[v] = best
+    born: dict[str, int] = {}  # instant of each recomputation
     for v in recomputed:
         parent = g.nodes[v]["tied_to"]
         if parent is not None and parent in recomputed:
             slot[v] = slot[parent]
-    end: dict[str, int] = {}
+            born[v] = problem.at(slot[v], problem.fwd_pos[parent])
+        else:
+            born[v] = problem.at(slot[v], problem.fwd_pos[v])
+    end: dict[str, int] = {}  # step of the last reader (a slot counts as its step)
+    dies: dict[str, int] = {}  # instant of the last reader
     for v in kept | recomputed:
-        last = 0
+        last, last_at = 0, born.get(v, 0)
         for c in g.successors(v):
             if not problem.is_fwd(c):
                 last = max(last, problem.bwd_pos[c])
+                last_at = max(last_at, problem.at(problem.bwd_pos[c]))
             elif c in recomputed:
                 last = max(last, slot[c])
-        end[v] = last
+                last_at = max(last_at, born[c])
+        end[v], dies[v] = last, last_at
 
-    # 3. memory profile
-    diff = [0] * (total + 1)
+    # 3. memory: plan-dependent bytes as events on the time axis, read at every forward step,
+    # every backward step and every recomputation's instant
+    delta: dict[int, int] = {}
+
+    def add(t0: int, t1: int, nbytes: int) -> None:
+        if nbytes:
+            delta[t0] = delta.get(t0, 0) + nbytes
+            delta[t1 + 1] = delta.get(t1 + 1, 0) - nbytes
+
     for v in kept:
         a = g.nodes[v]
-        if a["pinned"]:
-            continue  # already alive to the end in the fixed profile
-        start = problem.last_fwd_use(v) + 1
-        diff[start] += a["mem_bytes"]
-        diff[num_f + end[v] + 1] -= a["mem_bytes"]
+        if not a["pinned"]:  # else already alive to the end in the fixed profile
+            add(problem.last_fwd_use(v) + 1, dies[v], a["mem_bytes"])
     for v in recomputed:
         a = g.nodes[v]
-        s = num_f + slot[v]
-        diff[s] += a["mem_bytes"] + a["transient_bytes"]
-        diff[s + 1] -= a["transient_bytes"]
-        diff[num_f + end[v] + 1] -= a["mem_bytes"]
-    base = problem.fixed_profile()
+        add(born[v], dies[v], a["mem_bytes"])
+        add(born[v], born[v], a["transient_bytes"])
+    base, slot_base = problem.fixed_profile(), problem.slot_base()
     # the other runs' saved values (see held_copies), alive at every step
-    held = problem.held_copies * held_bytes(problem, kept)
-    profile, run = [], 0
-    for t in range(total):
-        run += diff[t]
-        profile.append(base[t] + run + problem.fixed_bytes + held)
-    peak = max(profile, default=problem.fixed_bytes + held)
+    const = problem.fixed_bytes + problem.held_copies * held_bytes(problem, kept)
+    points = {t: t for t in range(num_f)}
+    points.update((problem.at(b), num_f + b) for b in range(problem.num_bwd))
+    reads = sorted(set(points) | set(born.values()))
+    events = sorted(delta.items())
+    profile = [0] * total
+    run, i = 0, 0
+    for t in reads:
+        while i < len(events) and events[i][0] <= t:
+            run += events[i][1]
+            i += 1
+        if t in points:
+            step = points[t]
+            here = base[step] + run
+        else:
+            step = problem.step_of(t)
+            here = slot_base[step - num_f] + run
+        profile[step] = max(profile[step], here + const)
+    peak = max(profile, default=const)
     cost = float(sum(g.nodes[v]["cost"] for v in recomputed))
     return Evaluation(
         valid=not bad,
@@ -416,6 +499,7 @@ def with_room_between(problem: RematProblem, nbytes: int) -> RematProblem:
         problem.fixed_bytes,
         name=problem.name,
         held_copies=problem.held_copies,
+        substeps=problem.substeps,
     )
 
 

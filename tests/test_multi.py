@@ -43,7 +43,7 @@ from graphremat.simulate import simulate
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), picks=st.integers(0, 2**16))
 def test_a_once_class_plan_checks_the_same_in_the_copy_class(seed, picks):
-    p = random_problem(seed, num_fwd=7, num_bwd=7)
+    p = random_problem(seed, num_fwd=7, num_bwd=7).coarse()
     rng = random.Random(picks)
     saved = {v for v in p.candidates() if rng.random() < 0.5}
     ev = evaluate(p, saved)
@@ -132,7 +132,7 @@ def _brute_force(problem: RematProblem, budget: int, k: int) -> float | None:
 
 @pytest.mark.parametrize("seed", [0, 5, 11, 13])
 def test_the_copy_model_is_exact_against_brute_force(seed):
-    p = random_problem(seed, num_fwd=3, num_bwd=3)
+    p = random_problem(seed, num_fwd=3, num_bwd=3).coarse()
     lowest, _, proven = min_peak_multi(p, max_recomputes=2, time_limit_s=10)
     assert proven
     assert _brute_force(p, lowest.peak_bytes - 1, 2) is None
@@ -185,7 +185,7 @@ def _tiny_resnet_inputs():
 
 
 def test_two_recomputations_reach_below_the_once_class_on_a_chain():
-    p = _chain(6, per_layer=3, fwd_bytes=64)
+    p = _chain(6, per_layer=3, fwd_bytes=64).coarse()
     once = min_peak(p, time_limit_s=10)
     two, _, proven = min_peak_multi(p, max_recomputes=2, time_limit_s=20)
     assert proven and once.optimal
@@ -198,7 +198,7 @@ def test_two_recomputations_reach_below_the_once_class_on_a_chain():
 
 @pytest.mark.parametrize("seed", range(8))
 def test_the_copy_class_never_costs_more_than_the_once_class(seed):
-    p = random_problem(seed, num_fwd=7, num_bwd=7)
+    p = random_problem(seed, num_fwd=7, num_bwd=7).coarse()
     once_min = min_peak(p, time_limit_s=10)
     lowest, _, _ = min_peak_multi(p, max_recomputes=2, time_limit_s=10)
     assert lowest.valid and lowest.peak_bytes <= once_min.peak_bytes

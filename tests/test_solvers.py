@@ -122,6 +122,60 @@ def cpsat_against_bruteforce(p: RematProblem):
         yield budget, exact, got
 
 
+def _slot_chain() -> RematProblem:
+    """a -> x1 -> x2 -> x3 -> loss in the forward (a cannot be recomputed); the backward runs
+    bA (200 bytes of workspace), b0 (reads bA and x3), b1 (reads b0 and a). Saving only a
+    recomputes x1, x2, x3 in b0's slot."""
+    g = nx.DiGraph()
+    for v, mem in (("a", 16), ("x1", 32), ("x2", 64), ("x3", 128)):
+        g.add_node(v, **_node("fwd", mem, 1, recomputable=v != "a"))
+    g.add_node("loss", **_node("fwd", 16, 1, pinned=True))
+    g.add_node("bA", **_node("bwd", 16, 1, transient_bytes=200))
+    g.add_node("b0", **_node("bwd", 16, 1))
+    g.add_node("b1", **_node("bwd", 16, 1, pinned=True))
+    g.add_edges_from([("a", "x1"), ("x1", "x2"), ("x2", "x3"), ("x3", "loss")])
+    g.add_edges_from([("bA", "b0"), ("x3", "b0"), ("b0", "b1"), ("a", "b1")])
+    return RematProblem(g, ("a", "x1", "x2", "x3", "loss"), ("bA", "b0", "b1"), name="slot")
+
+
+def test_a_slot_frees_each_recomputed_value_after_its_last_reader():
+    """Hand-computed. Forward: 16, 48, 112, 208, 160; bA: loss, bA, its workspace and a (248).
+    Slot of b0 (loss, bA and a alive: 48): x1 is made (80), x2 (144), then x3 after x1's last
+    reader (48 + 64 + 128 = 240); at b0 itself x2 is gone (loss, bA, b0, a, x3: 192); b1: 64.
+    Without substeps the slot and b0 share one instant: 64 + x1 + x2 + x3 = 288."""
+    p = _slot_chain()
+    ev = evaluate(p, {"a"})
+    assert ev.recomputed == {"x1", "x2", "x3"} and ev.slot == {"x1": 1, "x2": 1, "x3": 1}
+    assert ev.profile_bytes == (16, 48, 112, 208, 160, 248, 240, 64)
+    assert evaluate(p.coarse(), {"a"}).profile_bytes == (16, 48, 112, 208, 160, 248, 288, 64)
+    # instants: a slot's recomputations in forward order, then its step
+    assert [p.at(1, q) for q in range(5)] + [p.at(1), p.at(2, 0)] == list(range(11, 18))
+    assert p.step_of(p.at(1, 3)) == p.step_of(p.at(1)) == 6
+    # the solvers see it: recomputing the chain reaches bA's floor (248); timed together, the
+    # best is 288 (saving x3 costs bA 128 more, x2 64 more, x1 32 more and the slot stays)
+    assert min_peak(p, **ONE_WORKER).peak_bytes == 248
+    assert min_peak(p.coarse(), **ONE_WORKER).peak_bytes == 288
+    r = solve_cpsat(p, 248, **ONE_WORKER)
+    assert r.status is SolveStatus.OPTIMAL and r.saved == {"a"} and r.peak_bytes == 248
+    assert solve_cpsat(p.coarse(), 287, **ONE_WORKER).status is SolveStatus.INFEASIBLE
+
+
+@few
+@given(problems, st.integers(0, 2**20))
+def test_substeps_only_lower_the_profile(p, picks):
+    """Timing a slot's recomputations one by one never raises any step above the coarse
+    profile, and changes neither what is recomputed nor its cost."""
+    rng = random.Random(picks)
+    saved = {v for v in p.candidates() if rng.random() < 0.5}
+    fine, coarse = evaluate(p, saved), evaluate(p.coarse(), saved)
+    assert (fine.valid, fine.recomputed, fine.cost) == (
+        coarse.valid,
+        coarse.recomputed,
+        coarse.cost,
+    )
+    assert all(a <= b for a, b in zip(fine.profile_bytes, coarse.profile_bytes, strict=True))
+
+
 @few
 @given(problems)
 def test_cpsat_optimum_equals_bruteforce(p):
@@ -274,7 +328,7 @@ def test_every_fitting_plan_satisfies_the_redundant_rows(p, savable_ops):
             assert status.has_plan, (p.name, budget, sorted(ev.saved))
 
 
-@pytest.mark.parametrize("seed", [1, 3, 8])
+@pytest.mark.parametrize("seed", [14, 16, 22])
 def test_a_start_that_fits_is_the_warm_start_where_the_greedy_gets_stuck(seed):
     """At the class minimum of these problems the greedy descent from "save everything" finds
     no plan; given the smallest-peak plan as ``start``, the warm start is that plan with values
