@@ -132,23 +132,44 @@ def _checkpointed(model: torch.nn.Module, selective: bool) -> torch.nn.Module | 
 class _Config:
     """One configuration: a compiled copy of the model, its step, peak and plan."""
 
-    def __init__(self, name: str, model: torch.nn.Module, runner, inputs: tuple) -> None:
+    def __init__(
+        self, name: str, model: torch.nn.Module, runner, inputs: tuple, amp: str | None = None
+    ) -> None:
         self.name, self.model, self.runner, self.inputs = name, model, runner, inputs
+        self.amp = amp
         self.record: dict = {"name": name}
 
     def step(self) -> None:
         self.model.zero_grad(set_to_none=True)
-        self.runner(*self.inputs).backward()
+        _step(self.runner, self.amp, *self.inputs)
 
     def first(self, ctx=None) -> None:
         """The first step (compiles), then the measured peak of a second."""
-        from .measure import measure_step_peak
-
         t0 = time.perf_counter()
         with ctx if ctx is not None else contextlib.nullcontext():
             self.step()
             self.record["compile_s"] = round(time.perf_counter() - t0, 3)
-            self.record["peak_bytes"] = measure_step_peak(self.runner, *self.inputs)
+            self.record["peak_bytes"] = _step_peak(self.runner, self.amp, self.inputs)
+
+
+#: ``--autocast`` choices: the forward under ``torch.autocast`` with this dtype
+AUTOCAST = {"bf16": torch.bfloat16}
+
+
+def _step(runner, amp: str | None, *inputs) -> None:
+    """One training step: the forward (under autocast with ``amp``), then the backward."""
+    with torch.autocast("cpu", dtype=AUTOCAST[amp]) if amp else contextlib.nullcontext():
+        loss = runner(*inputs)
+    loss.backward()
+
+
+def _step_peak(runner, amp: str | None, inputs: tuple) -> int:
+    """Measured peak of one :func:`_step` (gradients set to None first)."""
+    from .measure import measure_peak_memory
+
+    for p in runner.parameters():
+        p.grad = None
+    return measure_peak_memory(_step, runner, amp, *inputs)
 
 
 def _stock_backend(codegen: str):
@@ -194,9 +215,11 @@ def run_model(
     repeats: int = 11,
     time_limit_s: float = 30.0,
     threads: int = 1,
+    amp: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
-    """Every configuration of one zoo model, measured (see the module docstring)."""
+    """Every configuration of one zoo model, measured (see the module docstring); ``amp``: the
+    forward under autocast to that dtype (see AUTOCAST)."""
     import graphremat
 
     from .pytorch_baseline import knob_config
@@ -209,6 +232,7 @@ def run_model(
         "size": size,
         "codegen": codegen,
         "threads": threads,
+        "autocast": amp,
         "param_bytes": params,
         "torch": torch.__version__,
         "configs": [],
@@ -234,12 +258,12 @@ def run_model(
         if m is None:
             return None
         runner = torch.compile(m, backend=_stock_backend(codegen), dynamic=False)
-        return _Config(cname, m, runner, inputs)
+        return _Config(cname, m, runner, inputs, amp)
 
     def gr(cname: str, budget) -> _Config | None:
         m = copy.deepcopy(model)
         runner = graphremat.compile(m, budget=budget, codegen=codegen, time_limit_s=time_limit_s)
-        cfg = _Config(cname, m, runner, inputs)
+        cfg = _Config(cname, m, runner, inputs, amp)
         if add(cfg) is None:
             return None
         plan = runner.graphremat_plans[-1]
@@ -257,7 +281,7 @@ def run_model(
         return cfg
 
     eager_m = copy.deepcopy(model)
-    add(_Config("eager", eager_m, eager_m, inputs))
+    add(_Config("eager", eager_m, eager_m, inputs, amp))
     add(compiled("stock", copy.deepcopy(model)))
     for k in knobs:
         add(compiled(f"knob-{k:g}", copy.deepcopy(model)), knob_config(k))
@@ -297,6 +321,7 @@ def run_sweep(
     points: int = 12,
     time_limit_s: float = 30.0,
     threads: int = 1,
+    amp: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """graphremat compiled at ``points`` budgets evenly spaced from the smallest feasible one that
@@ -304,10 +329,11 @@ def run_sweep(
     peak measured: every one must compile and stay within its budget."""
     import graphremat
 
-    from .measure import measure_step_peak
-
     model, inputs = _setup(name, size, threads)
-    top = graphremat.plan(model, *inputs, budget=1.0, codegen=codegen, time_limit_s=time_limit_s)
+    with torch.autocast("cpu", dtype=AUTOCAST[amp]) if amp else contextlib.nullcontext():
+        top = graphremat.plan(
+            model, *inputs, budget=1.0, codegen=codegen, time_limit_s=time_limit_s
+        )
     lo, hi = top.min_feasible_bytes, top.unconstrained_peak_bytes
     rows = []
     for i in range(points):
@@ -318,8 +344,8 @@ def run_sweep(
             runner = graphremat.compile(
                 m, budget=budget, codegen=codegen, time_limit_s=time_limit_s
             )
-            runner(*inputs).backward()
-            row["peak_bytes"] = measure_step_peak(runner, *inputs)
+            _step(runner, amp, *inputs)
+            row["peak_bytes"] = _step_peak(runner, amp, inputs)
             row["predicted_bytes"] = runner.graphremat_plans[-1].predicted_peak_bytes
         except Exception as e:  # the row says why; the table counts it as a failure
             row["error"] = _why(e)
@@ -330,6 +356,7 @@ def run_sweep(
         "size": size,
         "codegen": codegen,
         "threads": threads,
+        "autocast": amp,
         "torch": torch.__version__,
         "min_feasible_bytes": lo,
         "min_feasible_proven": top.min_feasible_proven,
@@ -354,7 +381,7 @@ def sweep_markdown(docs: list[dict]) -> str:
         worst = max((r["peak_bytes"] / r["budget_bytes"] for r in measured), default=0.0)
         proven = "" if d["min_feasible_proven"] else "*"
         lines.append(
-            f"| {d['model']} | {d['codegen']} | {_mib(d['min_feasible_bytes'])}{proven} | "
+            f"| {d['model']} | {_codegen(d)} | {_mib(d['min_feasible_bytes'])}{proven} | "
             f"{len(rows)} | {len(failed)} | {len(over)} | {worst:.4f} |"
         )
         notes += [f"- {d['model']} at {r['budget_bytes']} B: {r['error']}" for r in failed]
@@ -362,6 +389,12 @@ def sweep_markdown(docs: list[dict]) -> str:
 
 
 # --- the table --------------------------------------------------------------------------------
+
+
+def _codegen(doc: dict) -> str:
+    """The codegen column: "eager", "inductor", with "+bf16" under autocast."""
+    amp = doc.get("autocast")
+    return doc["codegen"] + (f"+{amp}" if amp else "")
 
 
 def _mib(n: int | None) -> str:
@@ -431,7 +464,7 @@ def _lowest_row(doc: dict, cfgs: dict[str, dict]) -> str:
     over = sum(1 for c in measured if c["peak_bytes"] > c.get("budget_bytes", c["peak_bytes"]))
     cells = [
         doc["model"],
-        doc["codegen"],
+        _codegen(doc),
         "" if err is None else f"{err:.2%}",
         lowest["name"] if lowest else "",
         _mib(lowest["peak_bytes"]) if lowest else "",
@@ -463,7 +496,7 @@ def plot_model(doc: dict, path: str) -> None:
         ax.annotate(c["name"], (c["median_ms"], c["peak_bytes"] / 2**20), fontsize=7)
     ax.set_xlabel("median step time (ms)")
     ax.set_ylabel("measured peak (MiB)")
-    ax.set_title(f"{doc['model']} ({doc['size']}, {doc['codegen']}, {doc['threads']} thread)")
+    ax.set_title(f"{doc['model']} ({doc['size']}, {_codegen(doc)}, {doc['threads']} thread)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -479,6 +512,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knobs", type=float, nargs="+", default=list(DEFAULT_KNOBS))
     p.add_argument("--repeats", type=int, default=11, help="timing rounds (default 11)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--autocast", choices=sorted(AUTOCAST), help="the forward under torch.autocast (CPU)"
+    )
     p.add_argument("--time-limit", type=float, default=30.0, help="solver seconds per plan")
     p.add_argument(
         "--sweep",
@@ -533,6 +569,7 @@ def run(args: argparse.Namespace) -> int:
                 "--size", args.size, "--codegen", args.codegen, "--repeats", str(args.repeats),
                 "--threads", str(args.threads), "--time-limit", str(args.time_limit),
                 "--knobs", *map(str, args.knobs), "--sweep", str(args.sweep),
+                *(["--autocast", args.autocast] if args.autocast else []),
             ]  # fmt: skip
             print(f"[zoo] {name} ...", file=sys.stderr, flush=True)
             returncode, lines = _run_worker(cmd)
@@ -590,6 +627,7 @@ def _worker(argv: list[str]) -> int:
         "codegen": a.codegen,
         "time_limit_s": a.time_limit,
         "threads": a.threads,
+        "amp": a.autocast,
         "log": lambda s: print(f"[zoo] {s}", file=sys.stderr, flush=True),
     }
     try:

@@ -92,6 +92,25 @@ def test_a_budget_sweep_compiles_every_budget_from_the_minimum_up(tmp_path):
     assert "| 3 | 0 | 0 |" in (tmp_path / "zoo.md").read_text()
 
 
+def test_a_bf16_autocast_sweep_meets_its_budgets(tmp_path):
+    """--autocast bf16: every step's forward under torch.autocast, plans made under it too; a
+    test-size GPT-2 at its minimum and at its peak without remat fits, and keeps less than in
+    fp32."""
+    import graphremat
+
+    cmd = [sys.executable, "-m", "graphremat.bench", "zoo", "--models", "gpt2", "--size", "test"]
+    cmd += ["--sweep", "2", "--autocast", "bf16", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (doc,) = json.loads((tmp_path / "zoo.json").read_text())
+    assert doc["autocast"] == "bf16"
+    assert all(r["peak_bytes"] <= r["budget_bytes"] for r in doc["sweep"])
+    assert "| gpt2 | eager+bf16 | " in (tmp_path / "zoo.md").read_text()
+    model, inputs = zoo.build("gpt2", "test")
+    fp32 = graphremat.plan(model, *inputs, budget=1.0, codegen="eager", cache=False)
+    assert doc["unconstrained_bytes"] < fp32.unconstrained_peak_bytes
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
