@@ -37,6 +37,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import statistics
 import subprocess
 import sys
@@ -586,11 +587,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a table in a markdown document made from a run's zoo.json: the line
+#: ``<!-- zoo table: PATH -->`` (PATH relative to the document's repository root), the table,
+#: then ``<!-- end zoo table -->``
+TABLE_MARK = re.compile(r"<!-- zoo table: (\S+) -->\n.*?<!-- end zoo table -->", re.S)
+
+
+def table_of(docs: list[dict]) -> str:
+    """The markdown a run's JSON makes (the comparison, or the sweep's table)."""
+    done = [d for d in docs if "error" not in d]
+    return sweep_markdown(done) if any("sweep" in d for d in done) else markdown(done)
+
+
+def fill_tables(text: str, root: pathlib.Path) -> str:
+    """``text`` with every marked zoo table (see TABLE_MARK) made again from its JSON."""
+
+    def made(m: re.Match) -> str:
+        docs = json.loads((root / m.group(1)).read_text("utf-8"))
+        return f"<!-- zoo table: {m.group(1)} -->\n{table_of(docs)}<!-- end zoo table -->"
+
+    return TABLE_MARK.sub(made, text)
+
+
 def _write(docs: list[dict], out: pathlib.Path | None, quiet: bool = False) -> None:
     """The table (on stdout unless ``quiet``) and, under ``out``, zoo.json, zoo.md and a plot per
     model."""
     done = [d for d in docs if "error" not in d]
-    table = sweep_markdown(done) if any("sweep" in d for d in done) else markdown(done)
+    table = table_of(docs)
     if not quiet:
         print(table)
     if out is None:

@@ -467,3 +467,23 @@ def test_auto_calibration_is_sized_by_the_peak_of_its_run():
     mode = FakeTensorMode()
     FakeTensorProp(gm, mode).propagate(mode.from_tensor(torch.randn(16, 16)))
     assert run_peak_bytes(gm) == 3 * 1024
+
+
+def test_a_grouped_matmul_costs_its_flops():
+    """transformers' mixture-of-experts matmul (an opaque custom op torch's FLOP counter does not
+    know) costs 2 * tokens * in * out, like the matmuls it runs, not a memory-bound op's time."""
+    import transformers.integrations.moe  # noqa: F401  (registers the op)
+
+    class Experts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 32, 48))
+
+        def forward(self, x):
+            offs = torch.tensor([16, 32, 48, 64])
+            return torch.ops.transformers.grouped_mm_fallback(x, self.w, offs).relu().sum()
+
+    torch.manual_seed(0)
+    joint, nfo, cap = _capture(Experts(), torch.randn(64, 32, requires_grad=True))
+    (node,) = [n for n in joint.graph.nodes if "grouped_mm_fallback." in str(n.target)]
+    assert cap.info[node.name].flops == 2 * 64 * 32 * 48

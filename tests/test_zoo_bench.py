@@ -128,3 +128,19 @@ def test_bad_zoo_arguments_are_usage_errors(args, says):
         check=False,
     )
     assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_readme_zoo_tables_are_made_from_the_benchmark_json(tmp_path):
+    """Every marked table in README.md is what its JSON in benchmarks/results/ makes (so no
+    number in them is typed by hand), and a stale one is found."""
+    import pathlib
+    import re
+
+    from graphremat.zoo_bench import TABLE_MARK, fill_tables
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text("utf-8")
+    assert len(TABLE_MARK.findall(text)) >= 2
+    assert fill_tables(text, root) == text, "run python benchmarks/zoo_tables.py"
+    stale = re.sub(r"\| 0\.00% \|", "| 0.01% |", text, count=1)
+    assert stale != text and fill_tables(stale, root) == text
