@@ -56,7 +56,7 @@ from .solvers.problem import (
     with_room_between,
 )
 from .solvers.result import SolveResult, SolveStatus
-from .stock import saved_owners, stock_saved_values
+from .stock import saved_owners, stock_modules, stock_saved_values
 
 log = logging.getLogger("graphremat")
 
@@ -735,7 +735,13 @@ def make_plan(
         ev_all = evaluate(problem, keep_all)
     # graphremat plans no higher than stock's plan peaks in this model (Options.stock_cap)
     ev_stock = _stock_plan(problem, cap, stock_names) if stock_names is not None else None
-    aim = target if ev_stock is None else min(target, ev_stock.peak_bytes)
+    stock_peak = None if ev_stock is None else ev_stock.peak_bytes
+    modules = stock_modules(joint) if ev_stock is not None and options.codegen == "eager" else None
+    if modules is not None:
+        # stock's own program (its recomputations where PyTorch places them), replayed
+        replayed = _stock_replay(modules, num_fwd_outputs, resident, held_copies, room)
+        stock_peak = max(stock_peak, replayed)
+    aim = target if stock_peak is None else min(target, stock_peak)
     if adopt is not None:
         replayed = _replay(adopt, problem, emit, budget_bytes, credit)
         if isinstance(replayed, str):
@@ -909,7 +915,7 @@ def make_plan(
         tensors=tensor_records(joint, cap, ev.saved, ev.recomputed),
         held_cap_bytes=held_cap if room else 0,
         later_room_bytes=room,
-        stock_peak_bytes=max(ev_stock.peak_bytes - credit, 0) if ev_stock is not None else 0,
+        stock_peak_bytes=max(stock_peak - credit, 0) if stock_peak is not None else 0,
     )
     plan = annotate(plan)
     if key is not None:
@@ -920,6 +926,19 @@ def make_plan(
 def _static_indices(joint: fx.GraphModule, static_nodes) -> list[int]:
     primals = [n for n in joint.graph.find_nodes(op="placeholder") if P._is_primal(n)]
     return [i for i, p in enumerate(primals) if p in (static_nodes or ())]
+
+
+def _stock_replay(modules, num_fwd_outputs: int, resident: int, held_copies: int, room: int) -> int:
+    """Peak of stock's own forward and backward modules, by the simulator (0 where they
+    cannot be replayed: the cap then stays graphremat's model of stock's saved set)."""
+    try:
+        fw, bw = modules
+        return simulate(
+            fw, bw, num_fwd_outputs, outside_bytes=resident, room_between=room
+        ).peak_bytes
+    except Exception as e:  # a module the simulator does not follow: no replay
+        log.debug("graphremat: stock's modules could not be replayed: %s", e)
+        return 0
 
 
 def _stock_plan(problem, cap: Capture, names: frozenset[str]) -> Evaluation | None:

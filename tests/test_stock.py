@@ -67,6 +67,9 @@ def test_budget_one_keeps_no_more_than_stock_torch_compile(name):
     assert peak <= stock_peak, (peak, stock_peak)
     assert peak == plan.predicted_peak_bytes
     assert 0 < plan.predicted_peak_bytes <= plan.stock_peak_bytes < plan.unconstrained_peak_bytes
+    # stock's own program, replayed: its measured peak (PyTorch places recomputations by its own
+    # order, which can peak above graphremat's schedule of the same saved set)
+    assert plan.stock_peak_bytes == stock_peak
     assert plan.recomputed
     assert "stock torch.compile" in plan.summary()
 
