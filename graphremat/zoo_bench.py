@@ -604,7 +604,7 @@ def fill_tables(text: str, root: pathlib.Path) -> str:
 
     def made(m: re.Match) -> str:
         docs = json.loads((root / m.group(1)).read_text("utf-8"))
-        return f"<!-- zoo table: {m.group(1)} -->\n{table_of(docs)}<!-- end zoo table -->"
+        return f"<!-- zoo table: {m.group(1)} -->\n{table_of(docs)}\n<!-- end zoo table -->"
 
     return TABLE_MARK.sub(made, text)
 
