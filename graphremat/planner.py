@@ -939,9 +939,15 @@ def _stock_replay(modules, num_fwd_outputs: int, resident: int, held_copies: int
     cannot be replayed: the cap then stays graphremat's model of stock's saved set)."""
     try:
         fw, bw = modules
-        return simulate(
-            fw, bw, num_fwd_outputs, outside_bytes=resident, room_between=room
-        ).peak_bytes
+        sim = simulate(
+            fw,
+            bw,
+            num_fwd_outputs,
+            outside_bytes=resident,
+            held_copies=held_copies,
+            room_between=room,
+        )
+        return sim.peak_bytes
     except Exception as e:  # a module the simulator does not follow: no replay
         log.debug("graphremat: stock's modules could not be replayed: %s", e)
         return 0
