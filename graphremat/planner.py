@@ -708,6 +708,17 @@ def make_plan(
     room = 0  # bytes kept free between forward and backward (held_cap), set below
     solve_cap = cap  # what the solvers see (with that step); the rewrite reads ``cap``
 
+    def replay(fw, bw):
+        """The simulator's replay of a forward and backward module pair in this region."""
+        return simulate(
+            fw,
+            bw,
+            num_fwd_outputs,
+            outside_bytes=resident,
+            held_copies=held_copies,
+            room_between=room,
+        )
+
     def emit(saved, copies=None):
         fw, bw = rewrite(
             joint,
@@ -717,15 +728,7 @@ def make_plan(
             static_lifetime_input_nodes=static_lifetime_input_nodes,
             copies=copies,
         )
-        sim = simulate(
-            fw,
-            bw,
-            num_fwd_outputs,
-            outside_bytes=resident,
-            held_copies=held_copies,
-            room_between=room,
-        )
-        return fw, bw, sim
+        return fw, bw, replay(fw, bw)
 
     keep_all = save_all_set(problem)
     ev_all = evaluate(problem, keep_all)
@@ -745,8 +748,7 @@ def make_plan(
     modules = stock_modules(joint) if ev_stock is not None and options.codegen == "eager" else None
     if modules is not None:
         # stock's own program (its recomputations where PyTorch places them), replayed
-        replayed = _stock_replay(modules, num_fwd_outputs, resident, held_copies, room)
-        stock_peak = max(stock_peak, replayed)
+        stock_peak = max(stock_peak, _stock_replay(modules, replay))
     aim = target if stock_peak is None else min(target, stock_peak)
     if adopt is not None:
         replayed = _replay(adopt, problem, emit, budget_bytes, credit)
@@ -934,20 +936,12 @@ def _static_indices(joint: fx.GraphModule, static_nodes) -> list[int]:
     return [i for i, p in enumerate(primals) if p in (static_nodes or ())]
 
 
-def _stock_replay(modules, num_fwd_outputs: int, resident: int, held_copies: int, room: int) -> int:
-    """Peak of stock's own forward and backward modules, by the simulator (0 where they
-    cannot be replayed: the cap then stays graphremat's model of stock's saved set)."""
+def _stock_replay(modules, replay) -> int:
+    """Peak of stock's own forward and backward modules by ``replay`` (the region's simulator
+    call); 0 where they cannot be replayed: the cap then stays graphremat's model of stock's
+    saved set."""
     try:
-        fw, bw = modules
-        sim = simulate(
-            fw,
-            bw,
-            num_fwd_outputs,
-            outside_bytes=resident,
-            held_copies=held_copies,
-            room_between=room,
-        )
-        return sim.peak_bytes
+        return replay(*modules).peak_bytes
     except Exception as e:  # a module the simulator does not follow: no replay
         log.debug("graphremat: stock's modules could not be replayed: %s", e)
         return 0

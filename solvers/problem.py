@@ -47,6 +47,7 @@ Edges ``u -> v``: ``v`` reads ``u``; ``u`` must be alive when ``v`` runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -153,15 +154,7 @@ class RematProblem:
         if not self.substeps:
             return self
         if "coarse" not in self._memo:
-            self._memo["coarse"] = RematProblem(
-                self.graph,
-                self.fwd_order,
-                self.bwd_order,
-                self.fixed_bytes,
-                name=self.name,
-                held_copies=self.held_copies,
-                substeps=False,
-            )
+            self._memo["coarse"] = dataclasses.replace(self, substeps=False)
         return self._memo["coarse"]
 
     def slot_base(self) -> list[int]:
